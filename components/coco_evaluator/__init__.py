@@ -1,0 +1,1 @@
+"""Evaluator for detection: COCO metrics with pycocotools, and model blessing."""

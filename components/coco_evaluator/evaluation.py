@@ -1,0 +1,103 @@
+"""Runs a serving model over raw eval examples and scores it with COCO metrics.
+
+What is scored is exactly what gets pushed: the exported SavedModel's
+`serving_default` signature, fed the examples' encoded images in batches.
+Ground truth comes from the raw (tfds-layout) examples, relative boxes scaled
+by each image's real size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import numpy as np
+import tensorflow as tf
+
+from components import features
+from components.coco_evaluator import coco_metrics
+
+_RAW_SPEC = {
+    features.IMAGE: tf.io.FixedLenFeature([], tf.string),
+    features.FILENAME: tf.io.FixedLenFeature([], tf.string, default_value=""),
+    features.BBOX: tf.io.VarLenFeature(tf.float32),
+    features.LABEL: tf.io.VarLenFeature(tf.int64),
+    features.IS_DIFFICULT: tf.io.VarLenFeature(tf.int64),
+}
+
+
+@dataclasses.dataclass
+class EvalImage:
+    image_id: int
+    filename: str
+    encoded: bytes
+    height: int
+    width: int
+    boxes_xyxy: np.ndarray  # [n, 4] pixels
+    classes: np.ndarray  # [n]
+    difficult: np.ndarray  # [n]
+
+
+def load_eval_images(file_pattern: str) -> list[EvalImage]:
+    """Reads raw examples (gzipped TFRecords, tfds VOC layout)."""
+    files = sorted(tf.io.gfile.glob(file_pattern))
+    images = []
+    for index, serialized in enumerate(tf.data.TFRecordDataset(files, compression_type="GZIP")):
+        parsed = tf.io.parse_single_example(serialized, _RAW_SPEC)
+        encoded = parsed[features.IMAGE].numpy()
+        height, width = (int(value) for value in tf.image.extract_jpeg_shape(encoded)[:2])
+        relative = tf.sparse.to_dense(parsed[features.BBOX]).numpy().reshape(-1, 4)  # ymin xmin ymax xmax
+        boxes = np.stack(
+            [relative[:, 1] * width, relative[:, 0] * height, relative[:, 3] * width, relative[:, 2] * height], axis=-1
+        )
+        images.append(
+            EvalImage(
+                image_id=index + 1,
+                filename=parsed[features.FILENAME].numpy().decode(),
+                encoded=encoded,
+                height=height,
+                width=width,
+                boxes_xyxy=boxes,
+                classes=tf.sparse.to_dense(parsed[features.LABEL]).numpy(),
+                difficult=tf.sparse.to_dense(parsed[features.IS_DIFFICULT]).numpy(),
+            )
+        )
+    return images
+
+
+def ground_truth(images: list[EvalImage], class_names: list[str]) -> dict:
+    coco_images, annotations = [], []
+    for image in images:
+        coco_images.append({"id": image.image_id, "file_name": image.filename, "height": image.height, "width": image.width})
+        for box, class_id, difficult in zip(image.boxes_xyxy, image.classes, image.difficult):
+            annotations.append(
+                coco_metrics.annotation(image.image_id, len(annotations) + 1, class_id, box, bool(difficult))
+            )
+    return coco_metrics.coco_ground_truth(coco_images, annotations, class_names)
+
+
+def detect(saved_model_dir: str, images: list[EvalImage], batch_size: int) -> list[dict]:
+    """COCO result entries from the serving signature, batch by batch."""
+    serving_fn = tf.saved_model.load(saved_model_dir).signatures["serving_default"]
+    detections = []
+    for start in range(0, len(images), batch_size):
+        batch = images[start : start + batch_size]
+        outputs = serving_fn(images=tf.constant([image.encoded for image in batch]))
+        for row, image in enumerate(batch):
+            count = int(outputs["num_detections"][row])
+            detections.extend(
+                coco_metrics.detections_for_image(
+                    image.image_id,
+                    outputs["detection_boxes"][row, :count].numpy(),
+                    outputs["detection_classes"][row, :count].numpy(),
+                    outputs["detection_scores"][row, :count].numpy(),
+                )
+            )
+        logging.info("evaluated %d/%d images", min(start + batch_size, len(images)), len(images))
+    return detections
+
+
+def evaluate_saved_model(saved_model_dir: str, images: list[EvalImage], class_names: list[str], batch_size: int) -> dict:
+    """COCO metrics of one serving model on the eval images, as `coco/<name>` keys."""
+    metrics = coco_metrics.evaluate(ground_truth(images, class_names), detect(saved_model_dir, images, batch_size))
+    return {f"coco/{name}": value for name, value in metrics.items()}

@@ -1,0 +1,110 @@
+"""Exports the trained RetinaNet as a SavedModel with an image-bytes signature.
+
+`serving_default` takes a batch of encoded images (JPEG or PNG, any size,
+`[batch]` string tensor named `images`), applies the Transform graph, the
+evaluation resize (KerasCV Resizing with pad_to_aspect_ratio, exactly as the
+eval input pipeline does), the model and its MultiClassNonMaxSuppression
+decoder, and returns detections in each input image's own pixel coordinates:
+
+- `detection_boxes`  float32 [batch, max_detections, 4]: xmin, ymin, xmax, ymax
+- `detection_scores` float32 [batch, max_detections]
+- `detection_classes` int32 [batch, max_detections] (-1 for padding)
+- `detection_class_names` string [batch, max_detections] ("" for padding)
+- `num_detections` int32 [batch]
+
+The decoder's confidence threshold is the low evaluation one, so the
+Evaluator sees the whole precision-recall curve; display tools filter higher.
+"""
+
+from __future__ import annotations
+
+import keras_cv
+import tensorflow as tf
+
+from components import features
+
+SERVING_SIGNATURE = "serving_default"
+INPUT_KEY = "images"
+
+
+class DetectionModule(tf.Module):
+    """Holds the Keras model and Transform layer so SavedModel tracks their variables."""
+
+    def __init__(self, model, tf_transform_output, model_config, class_names: list[str]):
+        super().__init__(name="vocdet_detector")
+        self.model = model
+        self.tft_layer = tf_transform_output.transform_features_layer()
+        self._raw_feature_spec = tf_transform_output.raw_feature_spec()
+        self._size = model_config.image_size
+        self._bounding_box_format = model_config.bounding_box_format
+        self._class_names = tf.constant(list(class_names))
+        self._resizing = keras_cv.layers.Resizing(self._size, self._size, pad_to_aspect_ratio=True)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_KEY)])
+    def serve(self, images):
+        transformed = self.tft_layer(self._raw_features_without_annotations(images))
+        encoded = tf.reshape(transformed[features.IMAGE], [-1])
+        resized, shapes = tf.map_fn(
+            self._decode_and_resize,
+            encoded,
+            fn_output_signature=(
+                tf.TensorSpec([self._size, self._size, 3], tf.float32),
+                tf.TensorSpec([2], tf.float32),
+            ),
+        )
+        predictions = self.model(resized, training=False)
+        decoded = self.model.decode_predictions(predictions, resized)
+        boxes = keras_cv.bounding_box.convert_format(
+            decoded["boxes"],
+            source=self._bounding_box_format,
+            target="xyxy",
+            image_shape=(self._size, self._size, 3),
+        )
+        # Undo the pad-to-aspect resize: the image sits at the top left, scaled by `scale`.
+        heights, widths = shapes[:, 0], shapes[:, 1]
+        scale = tf.minimum(self._size / heights, self._size / widths)
+        boxes = boxes / scale[:, None, None]
+        limits = tf.stack([widths, heights, widths, heights], axis=-1)[:, None, :]
+        boxes = tf.clip_by_value(boxes, 0.0, limits)
+        classes = tf.cast(decoded["classes"], tf.int32)
+        valid = classes >= 0
+        names = tf.where(valid, tf.gather(self._class_names, tf.maximum(classes, 0)), "")
+        return {
+            "detection_boxes": tf.where(valid[..., None], boxes, 0.0),
+            "detection_scores": tf.where(valid, tf.cast(decoded["confidence"], tf.float32), 0.0),
+            "detection_classes": classes,
+            "detection_class_names": names,
+            "num_detections": tf.cast(decoded["num_detections"], tf.int32),
+        }
+
+    def _raw_features_without_annotations(self, images):
+        """A complete raw batch: the images, and every other raw feature empty.
+
+        The Transform graph needs all its inputs; an image to detect on is an
+        example with no objects yet.
+        """
+        batch_size = tf.shape(images, out_type=tf.int64)[0]
+        raw = {}
+        for key, spec in self._raw_feature_spec.items():
+            if isinstance(spec, tf.io.VarLenFeature):
+                raw[key] = tf.SparseTensor(
+                    indices=tf.zeros([0, 2], tf.int64),
+                    values=tf.zeros([0], spec.dtype),
+                    dense_shape=tf.stack([batch_size, 0]),
+                )
+            elif key == features.IMAGE:
+                raw[key] = tf.reshape(images, [-1] + list(spec.shape))
+            else:
+                raw[key] = tf.zeros(tf.concat([[batch_size], tf.constant(spec.shape, tf.int64)], 0), spec.dtype)
+        return raw
+
+    def _decode_and_resize(self, encoded):
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
+        shape = tf.cast(tf.shape(image)[:2], tf.float32)
+        return self._resizing(tf.cast(image, tf.float32)), shape
+
+
+def export_serving_model(model, tf_transform_output, model_config, class_names: list[str], export_dir: str) -> None:
+    """Writes the SavedModel with the `serving_default` signature described above."""
+    module = DetectionModule(model, tf_transform_output, model_config, class_names)
+    tf.saved_model.save(module, export_dir, signatures={SERVING_SIGNATURE: module.serve})

@@ -1,0 +1,1 @@
+"""ExampleGen for raw VOCdevkit folders: a Beam executor for TFX's FileBasedExampleGen."""

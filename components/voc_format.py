@@ -1,0 +1,174 @@
+"""Pascal VOC annotation format: class names, XML reading and writing.
+
+One place knows the VOCdevkit layout and the annotation XML schema, so the
+sample-data generator (which writes it) and the ExampleGen executor (which
+reads it) cannot disagree. Boxes here are VOC's own: pixel `xmin, ymin, xmax,
+ymax` as written in `<bndbox>`; conversion to other formats happens later,
+through KerasCV.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import xml.etree.ElementTree as ElementTree
+
+# Class names in tfds's `voc` id order (`objects-label.labels.txt`).
+VOC_CLASSES = (
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
+
+# Pose names in tfds's `voc` id order (`objects-pose.labels.txt`); VOC XML
+# writes them capitalised ("Unspecified"), tfds lower-cases them.
+VOC_POSES = ("frontal", "rear", "left", "right", "unspecified")
+
+ANNOTATIONS_DIR = "Annotations"
+IMAGES_DIR = "JPEGImages"
+IMAGE_SETS_DIR = "ImageSets/Main"
+
+
+class VocFormatError(ValueError):
+    """An annotation that does not follow the VOC schema."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VocObject:
+    """One annotated object, with its box in VOC pixel `xyxy` coordinates."""
+
+    name: str
+    xmin: float
+    ymin: float
+    xmax: float
+    ymax: float
+    difficult: bool = False
+    truncated: bool = False
+    pose: str = "unspecified"
+
+
+@dataclasses.dataclass(frozen=True)
+class VocAnnotation:
+    """The contents of one `Annotations/<id>.xml` file."""
+
+    filename: str
+    width: int
+    height: int
+    depth: int = 3
+    objects: tuple[VocObject, ...] = ()
+    folder: str = "VOC2007"
+
+
+def annotation_to_xml(annotation: VocAnnotation) -> str:
+    """Renders an annotation with the element layout of VOC2007's XML files."""
+    root = ElementTree.Element("annotation")
+    _add_text(root, "folder", annotation.folder)
+    _add_text(root, "filename", annotation.filename)
+    source = ElementTree.SubElement(root, "source")
+    _add_text(source, "database", "vocdet sample")
+    _add_text(source, "annotation", "PASCAL VOC2007")
+    size = ElementTree.SubElement(root, "size")
+    _add_text(size, "width", str(annotation.width))
+    _add_text(size, "height", str(annotation.height))
+    _add_text(size, "depth", str(annotation.depth))
+    _add_text(root, "segmented", "0")
+    for obj in annotation.objects:
+        node = ElementTree.SubElement(root, "object")
+        _add_text(node, "name", obj.name)
+        _add_text(node, "pose", obj.pose.capitalize())
+        _add_text(node, "truncated", str(int(obj.truncated)))
+        _add_text(node, "difficult", str(int(obj.difficult)))
+        bndbox = ElementTree.SubElement(node, "bndbox")
+        for key in ("xmin", "ymin", "xmax", "ymax"):
+            _add_text(bndbox, key, _format_coordinate(getattr(obj, key)))
+    ElementTree.indent(root, space="\t")
+    return ElementTree.tostring(root, encoding="unicode") + "\n"
+
+
+def parse_annotation_xml(content: bytes | str, source: str = "<xml>") -> VocAnnotation:
+    """Parses one VOC annotation; raises VocFormatError naming `source`."""
+    try:
+        root = ElementTree.fromstring(content)
+    except ElementTree.ParseError as error:
+        raise VocFormatError(f"{source}: XML does not parse ({error})") from None
+    if root.tag != "annotation":
+        raise VocFormatError(f"{source}: root element is <{root.tag}>, expected <annotation>")
+    size = root.find("size")
+    if size is None:
+        raise VocFormatError(f"{source}: missing <size>")
+    width = _read_number(size, "width", source, int)
+    height = _read_number(size, "height", source, int)
+    depth_node = size.find("depth")
+    depth = int(depth_node.text) if depth_node is not None and (depth_node.text or "").strip() else 3
+    objects = []
+    for index, node in enumerate(root.findall("object")):
+        where = f"{source}: object {index}"
+        name = (node.findtext("name") or "").strip()
+        if not name:
+            raise VocFormatError(f"{where}: missing <name>")
+        bndbox = node.find("bndbox")
+        if bndbox is None:
+            raise VocFormatError(f"{where} ({name}): missing <bndbox>")
+        coordinates = {
+            key: _read_number(bndbox, key, f"{where} ({name})", float)
+            for key in ("xmin", "ymin", "xmax", "ymax")
+        }
+        objects.append(
+            VocObject(
+                name=name,
+                difficult=_read_flag(node, "difficult"),
+                truncated=_read_flag(node, "truncated"),
+                pose=(node.findtext("pose") or "unspecified").strip().lower() or "unspecified",
+                **coordinates,
+            )
+        )
+    return VocAnnotation(
+        filename=(root.findtext("filename") or "").strip(),
+        width=width,
+        height=height,
+        depth=depth,
+        objects=tuple(objects),
+        folder=(root.findtext("folder") or "").strip(),
+    )
+
+
+def _add_text(parent: ElementTree.Element, tag: str, text: str) -> None:
+    ElementTree.SubElement(parent, tag).text = text
+
+
+def _format_coordinate(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
+
+
+def _read_number(parent: ElementTree.Element, tag: str, where: str, kind: type):
+    text = parent.findtext(tag)
+    if text is None or not text.strip():
+        raise VocFormatError(f"{where}: missing <{tag}>")
+    try:
+        return kind(float(text)) if kind is int else kind(text)
+    except ValueError:
+        raise VocFormatError(f"{where}: <{tag}> is not a number: {text.strip()!r}") from None
+
+
+def _read_flag(node: ElementTree.Element, tag: str) -> bool:
+    text = (node.findtext(tag) or "0").strip()
+    try:
+        return bool(int(float(text)))
+    except ValueError:
+        return False

@@ -1,0 +1,274 @@
+"""The one typed configuration every entry point reads.
+
+A tree of dataclasses (data, model, train, eval, push) with defaults,
+`validate()` and derived values, in the manner of TF Model Garden's
+experiment configs. Layering: a named preset, then an optional YAML file, then
+command-line flags (`with_overrides`). The CLI, the local runner and the
+Kubeflow compiler all build the pipeline from a `PipelineConfig`, and the code
+inside components receives the same object as `custom_config`
+(`to_custom_config` / `from_custom_config`), so no setting is defined twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from typing import Any
+
+import yaml
+
+from components import voc_format
+
+BOUNDING_BOX_FORMATS = (
+    "xyxy",
+    "yxyx",
+    "xywh",
+    "center_xywh",
+    "center_yxhw",
+    "rel_xyxy",
+    "rel_yxyx",
+    "rel_xywh",
+    "rel_center_xywh",
+)
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+BLESSING_METRICS = ("coco/AP", "coco/AP50", "coco/AP75")
+
+
+@dataclasses.dataclass
+class DataConfig:
+    """Where examples come from and how they are split."""
+
+    # VOCdevkit-format folders; empty means the generated sample dataset.
+    data_dirs: list[str] = dataclasses.field(default_factory=list)
+    # ImageSets lists (globs relative to the data root) that feed each split.
+    train_pattern: str = "VOC*/ImageSets/Main/trainval.txt"
+    eval_pattern: str = "VOC*/ImageSets/Main/test.txt"
+    # Fail the run when any record is rejected, instead of reporting it.
+    strict: bool = False
+    class_names: list[str] = dataclasses.field(default_factory=lambda: list(voc_format.VOC_CLASSES))
+    # Size of the generated sample dataset, used when data_dirs is empty.
+    sample_images: int = 240
+    sample_seed: int = 0
+
+    def validate(self) -> None:
+        if not self.train_pattern or not self.eval_pattern:
+            raise ValueError("data: train_pattern and eval_pattern must not be empty")
+        if len(set(self.class_names)) != len(self.class_names) or not self.class_names:
+            raise ValueError("data: class_names must be non-empty and unique")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The RetinaNet, its input size and its prediction decoder."""
+
+    backbone: str = "resnet50"
+    # A local Keras weights file for the backbone; nothing is ever downloaded.
+    backbone_weights: str | None = None
+    freeze_backbone: bool = False
+    bounding_box_format: str = "xywh"
+    image_size: int = 640
+    # Anchor size as a multiple of the pyramid level's stride (KerasCV's default is 4).
+    anchor_size: float = 4.0
+    max_boxes: int = 32
+    nms_iou_threshold: float = 0.5
+    # Low for evaluation (mAP needs the whole PR curve), higher for display.
+    eval_confidence_threshold: float = 0.05
+    display_confidence_threshold: float = 0.5
+    max_detections: int = 100
+
+    def validate(self) -> None:
+        if self.backbone not in BACKBONES:
+            raise ValueError(f"model.backbone must be one of {BACKBONES}, got {self.backbone!r}")
+        if self.bounding_box_format not in BOUNDING_BOX_FORMATS:
+            raise ValueError(
+                f"model.bounding_box_format must be one of {BOUNDING_BOX_FORMATS}, got {self.bounding_box_format!r}"
+            )
+        if self.image_size % 128:
+            # RetinaNet's pyramid reaches stride 128 (P7).
+            raise ValueError(f"model.image_size must be a multiple of 128, got {self.image_size}")
+        if self.backbone_weights and not os.path.exists(self.backbone_weights):
+            raise ValueError(f"model.backbone_weights: no such file: {self.backbone_weights}")
+        for name in ("nms_iou_threshold", "eval_confidence_threshold", "display_confidence_threshold"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"model.{name} must be in [0, 1]")
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """The KerasCV guide's recipe, scaled to the global batch."""
+
+    epochs: int = 50
+    # 0 means one pass over the training split per epoch.
+    steps_per_epoch: int = 0
+    batch_size_per_replica: int = 16
+    # Learning rate for a global batch of 16 images; scaled linearly.
+    base_learning_rate: float = 0.01
+    warmup_steps: int = 500
+    # Epoch fractions at which the learning rate drops by 10x.
+    decay_at: list[float] = dataclasses.field(default_factory=lambda: [0.67, 0.89])
+    momentum: float = 0.9
+    global_clipnorm: float = 10.0
+    jitter_scale: list[float] = dataclasses.field(default_factory=lambda: [0.75, 1.3])
+    rand_augment_magnitude: float = 0.25
+    seed: int = 0
+
+    def learning_rate(self, global_batch_size: int) -> float:
+        return self.base_learning_rate * global_batch_size / 16.0
+
+    def validate(self) -> None:
+        if self.epochs < 1 or self.batch_size_per_replica < 1:
+            raise ValueError("train.epochs and train.batch_size_per_replica must be positive")
+        if self.steps_per_epoch < 0 or self.warmup_steps < 0:
+            raise ValueError("train.steps_per_epoch and train.warmup_steps must not be negative")
+        if list(self.decay_at) != sorted(self.decay_at) or any(not 0 < f < 1 for f in self.decay_at):
+            raise ValueError("train.decay_at must be increasing fractions in (0, 1)")
+        if len(self.jitter_scale) != 2 or not 0 < self.jitter_scale[0] <= self.jitter_scale[1]:
+            raise ValueError("train.jitter_scale must be [low, high] with 0 < low <= high")
+
+
+@dataclasses.dataclass
+class EvalConfig:
+    """How the trained model is scored and when it is blessed."""
+
+    blessing_metric: str = "coco/AP"
+    # The model must reach this value of blessing_metric...
+    blessing_threshold: float = 0.3
+    # ...and must not fall more than this below the latest blessed model.
+    max_regression: float = 0.01
+    batch_size: int = 8
+
+    def validate(self) -> None:
+        if self.blessing_metric not in BLESSING_METRICS:
+            raise ValueError(f"eval.blessing_metric must be one of {BLESSING_METRICS}")
+        if not 0.0 <= self.blessing_threshold <= 1.0 or self.max_regression < 0:
+            raise ValueError("eval.blessing_threshold must be in [0, 1], eval.max_regression >= 0")
+
+
+@dataclasses.dataclass
+class PushConfig:
+    """Where blessed models go, in TF Serving's `<base>/<model_name>/<version>` layout."""
+
+    # Empty means `<output_dir>/serving`.
+    serving_dir: str = ""
+    model_name: str = "vocdet"
+
+
+@dataclasses.dataclass
+class PipelineConfig:
+    """Everything one pipeline run needs."""
+
+    pipeline_name: str = "vocdet"
+    output_dir: str = "outputs"
+    enable_cache: bool = True
+    beam_pipeline_args: list[str] = dataclasses.field(default_factory=lambda: ["--direct_running_mode=in_memory"])
+    data: DataConfig = dataclasses.field(default_factory=DataConfig)
+    model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+    train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+    eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+    push: PushConfig = dataclasses.field(default_factory=PushConfig)
+
+    # Derived locations, all under output_dir unless set otherwise.
+    @property
+    def pipeline_root(self) -> str:
+        return os.path.join(self.output_dir, "pipeline_root")
+
+    @property
+    def metadata_path(self) -> str:
+        return os.path.join(self.output_dir, "metadata.sqlite")
+
+    @property
+    def sample_dir(self) -> str:
+        return os.path.join(self.output_dir, "sample-data")
+
+    @property
+    def serving_dir(self) -> str:
+        return self.push.serving_dir or os.path.join(self.output_dir, "serving")
+
+    def validate(self) -> "PipelineConfig":
+        for section in (self.data, self.model, self.train, self.eval):
+            section.validate()
+        return self
+
+    def to_custom_config(self) -> dict[str, Any]:
+        """A JSON-serialisable dict for TFX `custom_config`."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_custom_config(cls, custom_config: dict[str, Any]) -> "PipelineConfig":
+        return _from_dict(cls, custom_config)
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "PipelineConfig":
+        """Returns a copy with nested keys replaced, e.g. {"train": {"epochs": 3}}."""
+        merged = _deep_merge(dataclasses.asdict(self), overrides, path="")
+        return _from_dict(PipelineConfig, merged).validate()
+
+
+def demo() -> PipelineConfig:
+    """Sample data on a 2-core CPU in a few minutes: small backbone and images."""
+    return PipelineConfig(
+        model=ModelConfig(backbone="resnet18", image_size=256, anchor_size=2.0),
+        train=TrainConfig(
+            epochs=6,
+            batch_size_per_replica=8,
+            base_learning_rate=0.04,
+            warmup_steps=40,
+            jitter_scale=[0.8, 1.25],
+        ),
+        eval=EvalConfig(blessing_threshold=0.02),
+    )
+
+
+def voc_guide() -> PipelineConfig:
+    """The KerasCV guide's recipe: ResNet50, 640x640, batch 16 per GPU, 50 epochs."""
+    return PipelineConfig(
+        # VOC2007 test has annotations; VOC2012's does not.
+        data=DataConfig(eval_pattern="VOC2007/ImageSets/Main/test.txt"),
+        model=ModelConfig(backbone="resnet50", image_size=640, freeze_backbone=True),
+        train=TrainConfig(epochs=50, batch_size_per_replica=16),
+    )
+
+
+PRESETS: dict[str, typing.Callable[[], PipelineConfig]] = {"demo": demo, "voc_guide": voc_guide}
+
+
+def load(preset: str = "demo", yaml_path: str | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
+    """preset -> YAML file -> overrides, validated."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    config = PRESETS[preset]()
+    if yaml_path:
+        with open(yaml_path) as handle:
+            from_file = yaml.safe_load(handle) or {}
+        if not isinstance(from_file, dict):
+            raise ValueError(f"{yaml_path}: expected a mapping of config sections")
+        config = config.with_overrides(from_file)
+    return config.with_overrides(overrides or {})
+
+
+def _deep_merge(base: dict[str, Any], overrides: dict[str, Any], path: str) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        where = f"{path}{key}"
+        if key not in base:
+            raise ValueError(f"unknown config key {where!r}")
+        if isinstance(base[key], dict):
+            if not isinstance(value, dict):
+                raise ValueError(f"config key {where!r} is a section; give a mapping")
+            merged[key] = _deep_merge(base[key], value, path=f"{where}.")
+        else:
+            merged[key] = value
+    return merged
+
+
+def _from_dict(cls: type, values: dict[str, Any]):
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for field in dataclasses.fields(cls):
+        if field.name not in values:
+            continue
+        value = values[field.name]
+        if dataclasses.is_dataclass(hints[field.name]):
+            value = _from_dict(hints[field.name], value)
+        kwargs[field.name] = value
+    return cls(**kwargs)

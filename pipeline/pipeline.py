@@ -1,0 +1,103 @@
+"""The vocdet TFX pipeline, built from a PipelineConfig; no I/O, no globals.
+
+ExampleGen (VOCdevkit folders, Beam) -> StatisticsGen -> SchemaGen ->
+Transform (boxes to the model's bounding_box_format) -> Trainer (KerasCV
+RetinaNet) -> CocoEvaluator (COCO mAP, blessing against the latest blessed
+model) -> Pusher (TF Serving layout). The local runners and the Kubeflow
+compiler run this same definition; they only bind the environment.
+"""
+
+from __future__ import annotations
+
+import os
+
+from tfx import v1 as tfx
+from tfx.components import FileBasedExampleGen
+from tfx.dsl.components.base import executor_spec
+from tfx.proto import example_gen_pb2
+
+from components import features
+from components.coco_evaluator.component import CocoEvaluator
+from components.voc_example_gen import executor as voc_example_gen
+from pipeline.config import PipelineConfig
+
+TRANSFORM_FN = "components.transform.preprocessing_fn"
+TRAINER_RUN_FN = "components.trainer.module.run_fn"
+
+
+def create_pipeline(
+    config: PipelineConfig,
+    data_root: str,
+    metadata_connection_config=None,
+    beam_pipeline_args: list[str] | None = None,
+) -> tfx.dsl.Pipeline:
+    """The pipeline for `config`, reading VOCdevkit folders under `data_root`."""
+    custom_config = config.to_custom_config()
+
+    example_gen = FileBasedExampleGen(
+        input_base=data_root,
+        input_config=example_gen_pb2.Input(
+            splits=[
+                example_gen_pb2.Input.Split(name=features.TRAIN_SPLIT, pattern=config.data.train_pattern),
+                example_gen_pb2.Input.Split(name=features.EVAL_SPLIT, pattern=config.data.eval_pattern),
+            ]
+        ),
+        custom_config=voc_example_gen.make_custom_config(config.data.class_names, strict=config.data.strict),
+        custom_executor_spec=executor_spec.BeamExecutorSpec(voc_example_gen.Executor),
+    )
+    statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
+    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"])
+    transform = tfx.components.Transform(
+        examples=example_gen.outputs["examples"],
+        schema=schema_gen.outputs["schema"],
+        preprocessing_fn=TRANSFORM_FN,
+        custom_config=custom_config,
+        # StatisticsGen already profiles the data; Transform's own TFDV pass would repeat it.
+        disable_statistics=True,
+    )
+    trainer = tfx.components.Trainer(
+        run_fn=TRAINER_RUN_FN,
+        examples=transform.outputs["transformed_examples"],
+        transform_graph=transform.outputs["transform_graph"],
+        schema=schema_gen.outputs["schema"],
+        train_args=tfx.proto.TrainArgs(splits=[features.TRAIN_SPLIT]),
+        eval_args=tfx.proto.EvalArgs(splits=[features.EVAL_SPLIT]),
+        custom_config=custom_config,
+    )
+    latest_blessed_model = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
+    evaluator = CocoEvaluator(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        baseline_model=latest_blessed_model.outputs["model"],
+        custom_config=custom_config,
+    )
+    pusher = tfx.components.Pusher(
+        model=trainer.outputs["model"],
+        model_blessing=evaluator.outputs["blessing"],
+        push_destination=tfx.proto.PushDestination(
+            filesystem=tfx.proto.PushDestination.Filesystem(
+                base_directory=os.path.join(config.serving_dir, config.push.model_name)
+            )
+        ),
+    )
+    return tfx.dsl.Pipeline(
+        pipeline_name=config.pipeline_name,
+        pipeline_root=config.pipeline_root,
+        components=[
+            example_gen,
+            statistics_gen,
+            schema_gen,
+            transform,
+            trainer,
+            latest_blessed_model,
+            evaluator,
+            pusher,
+        ],
+        enable_cache=config.enable_cache,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args if beam_pipeline_args is not None else config.beam_pipeline_args,
+    )
