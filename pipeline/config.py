@@ -31,7 +31,7 @@ BOUNDING_BOX_FORMATS = (
     "rel_xywh",
     "rel_center_xywh",
 )
-BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101")
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "csp_darknet_tiny", "csp_darknet_s")
 BLESSING_METRICS = ("coco/AP", "coco/AP50", "coco/AP75")
 
 
@@ -70,6 +70,8 @@ class ModelConfig:
     image_size: int = 640
     # Anchor size as a multiple of the pyramid level's stride (KerasCV's default is 4).
     anchor_size: float = 4.0
+    # Conv layers in each RetinaNet head (KerasCV's default is 3).
+    head_conv_layers: int = 3
     max_boxes: int = 32
     nms_iou_threshold: float = 0.5
     # Low for evaluation (mAP needs the whole PR curve), higher for display.
@@ -107,6 +109,8 @@ class TrainConfig:
     warmup_steps: int = 500
     # Epoch fractions at which the learning rate drops by 10x.
     decay_at: list[float] = dataclasses.field(default_factory=lambda: [0.67, 0.89])
+    # "sgd" (the guide's, with momentum) or "adam".
+    optimizer: str = "sgd"
     momentum: float = 0.9
     global_clipnorm: float = 10.0
     jitter_scale: list[float] = dataclasses.field(default_factory=lambda: [0.75, 1.3])
@@ -117,6 +121,8 @@ class TrainConfig:
         return self.base_learning_rate * global_batch_size / 16.0
 
     def validate(self) -> None:
+        if self.optimizer not in ("sgd", "adam"):
+            raise ValueError(f"train.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
         if self.epochs < 1 or self.batch_size_per_replica < 1:
             raise ValueError("train.epochs and train.batch_size_per_replica must be positive")
         if self.steps_per_epoch < 0 or self.warmup_steps < 0:
@@ -207,9 +213,9 @@ class PipelineConfig:
 def demo() -> PipelineConfig:
     """Sample data on a 2-core CPU in a few minutes: small backbone and images."""
     return PipelineConfig(
-        model=ModelConfig(backbone="resnet18", image_size=256, anchor_size=2.0),
+        model=ModelConfig(backbone="csp_darknet_tiny", image_size=256, anchor_size=2.0, head_conv_layers=1),
         train=TrainConfig(
-            epochs=6,
+            epochs=12,
             batch_size_per_replica=8,
             base_learning_rate=0.04,
             warmup_steps=40,

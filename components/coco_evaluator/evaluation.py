@@ -17,6 +17,8 @@ import tensorflow as tf
 from components import features
 from components.coco_evaluator import coco_metrics
 
+_logger = logging.getLogger(__name__)
+
 _RAW_SPEC = {
     features.IMAGE: tf.io.FixedLenFeature([], tf.string),
     features.FILENAME: tf.io.FixedLenFeature([], tf.string, default_value=""),
@@ -93,7 +95,7 @@ def detect(saved_model_dir: str, images: list[EvalImage], batch_size: int) -> li
                     outputs["detection_scores"][row, :count].numpy(),
                 )
             )
-        logging.info("evaluated %d/%d images", min(start + batch_size, len(images)), len(images))
+        _logger.info("evaluated %d/%d images", min(start + batch_size, len(images)), len(images))
     return detections
 
 

@@ -21,6 +21,8 @@ from tfx.utils import path_utils
 from components import features
 from components.coco_evaluator import blessing, evaluation
 
+_logger = logging.getLogger(__name__)
+
 EXAMPLES_KEY = "examples"
 MODEL_KEY = "model"
 BASELINE_MODEL_KEY = "baseline_model"
@@ -84,7 +86,7 @@ class Executor(base_executor.BaseExecutor):
         if baseline:
             blessing_artifact.set_string_custom_property("baseline_model", baseline.uri)
             blessing_artifact.set_int_custom_property("baseline_model_id", baseline.id)
-        logging.info(
+        _logger.info(
             "COCO AP %.4f, AP50 %.4f on %d images; %s: %s",
             metrics["coco/AP"],
             metrics["coco/AP50"],

@@ -16,6 +16,8 @@ import os
 import keras
 import tensorflow as tf
 
+_logger = logging.getLogger(__name__)
+
 
 def worker_count() -> int:
     cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
@@ -32,7 +34,7 @@ def choose_strategy() -> tf.distribute.Strategy:
         strategy = tf.distribute.get_strategy()
     if gpus:
         keras.mixed_precision.set_global_policy("mixed_float16")
-    logging.info(
+    _logger.info(
         "Training with %s over %d replica(s)%s",
         type(strategy).__name__,
         strategy.num_replicas_in_sync,

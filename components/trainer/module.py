@@ -16,6 +16,8 @@ import tensorflow_transform as tft
 
 from components.trainer import distribution, input_pipeline, model as model_lib, serving
 
+_logger = logging.getLogger(__name__)
+
 
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (`tfx.components.Trainer(run_fn=...)`)."""
@@ -28,7 +30,7 @@ def run_fn(fn_args) -> None:
     num_train_examples = input_pipeline.count_records(fn_args.train_files)
     steps_per_epoch = config.train.steps_per_epoch or max(1, num_train_examples // global_batch_size)
     total_steps = steps_per_epoch * config.train.epochs
-    logging.info(
+    _logger.info(
         "%d training images, global batch %d, %d steps per epoch, %d epochs",
         num_train_examples,
         global_batch_size,
@@ -64,4 +66,4 @@ def run_fn(fn_args) -> None:
         config.data.class_names,
         fn_args.serving_model_dir,
     )
-    logging.info("Serving model written to %s", fn_args.serving_model_dir)
+    _logger.info("Serving model written to %s", fn_args.serving_model_dir)

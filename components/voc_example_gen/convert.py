@@ -156,7 +156,7 @@ def _checked_jpeg(image_bytes: bytes) -> tuple[bytes, int, int, bool]:
         width, height = image.size
         image_format = image.format
     except Exception as error:  # PIL raises several types for bad files
-        raise ValueError(f"unreadable image ({type(error).__name__})") from None
+        raise ValueError(f"unreadable image ({type(error).__name__}: {error})") from None
     if image_format == "JPEG":
         if image_bytes.rstrip(b"\x00").endswith(_JPEG_END_OF_IMAGE):
             return image_bytes, width, height, False
@@ -165,5 +165,5 @@ def _checked_jpeg(image_bytes: bytes) -> tuple[bytes, int, int, bool]:
         buffer = io.BytesIO()
         image.convert("RGB").save(buffer, format="JPEG", quality=95)
     except Exception as error:
-        raise ValueError(f"unreadable {image_format} image ({type(error).__name__})") from None
+        raise ValueError(f"unreadable {image_format} image ({type(error).__name__}: {error})") from None
     return buffer.getvalue(), width, height, True

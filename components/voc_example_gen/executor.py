@@ -30,6 +30,8 @@ from tfx.types import artifact_utils, standard_component_specs
 
 from components.voc_example_gen import convert
 
+_logger = logging.getLogger(__name__)
+
 REPORT_DIR = "ingest_report"
 SUMMARY_FILE = "summary.json"
 CLASS_NAMES_KEY = "class_names"
@@ -72,7 +74,7 @@ class _ConvertRecords(beam.DoFn):
         outcome = convert.convert_record(voc_dir, image_id, self._class_names)
         self._counters[outcome.status].inc()
         if outcome.status == convert.REJECTED:
-            logging.warning("rejected %s: %s", outcome.source, "; ".join(outcome.reasons))
+            _logger.warning("rejected %s: %s", outcome.source, "; ".join(outcome.reasons))
         else:
             yield outcome.example
         yield beam.pvalue.TaggedOutput("report", outcome.report_row())
@@ -88,7 +90,7 @@ def _VocToExample(pipeline: beam.Pipeline, exec_properties: dict[str, Any], spli
     if not list_files:
         raise FileNotFoundError(f"{os.path.join(input_base, split_pattern)}: no ImageSets list matches")
     records = [(convert.voc_dir_of(path), image_id) for path in list_files for image_id in convert.read_image_set(path)]
-    logging.info("VOC ExampleGen: %d records listed by %s", len(records), ", ".join(list_files))
+    _logger.info("VOC ExampleGen: %d records listed by %s", len(records), ", ".join(list_files))
 
     results = (
         pipeline
@@ -153,7 +155,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             f"({counts[convert.REPAIRED]} repaired), {counts[convert.REJECTED]} rejected"
             for split, counts in summary.items()
         ]
-        logging.info("VOC ExampleGen finished; report in %s\n%s", report_dir, "\n".join(lines))
+        _logger.info("VOC ExampleGen finished; report in %s\n%s", report_dir, "\n".join(lines))
         if strict and totals[convert.REJECTED]:
             raise ValueError(
                 f"strict mode: {totals[convert.REJECTED]} records rejected; see {report_dir}/records-*.jsonl"

@@ -1,0 +1,185 @@
+"""`vocdet`: the command line. Every setting comes from `pipeline.config`.
+
+Flags are a thin layer over the typed config: each `--flag` names one config
+field (table `CONFIG_FLAGS`), applied after the preset and the YAML file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import re
+import sys
+import time
+import warnings
+
+from pipeline import config as config_lib
+from pipeline import sample_data
+
+# --flag -> (section, field) of PipelineConfig; types come from the dataclass.
+CONFIG_FLAGS = {
+    "epochs": ("train", "epochs"),
+    "steps-per-epoch": ("train", "steps_per_epoch"),
+    "batch-size": ("train", "batch_size_per_replica"),
+    "learning-rate": ("train", "base_learning_rate"),
+    "image-size": ("model", "image_size"),
+    "backbone": ("model", "backbone"),
+    "backbone-weights": ("model", "backbone_weights"),
+    "bounding-box-format": ("model", "bounding_box_format"),
+    "blessing-threshold": ("eval", "blessing_threshold"),
+    "serving-dir": ("push", "serving_dir"),
+}
+
+# Lifecycle lines from TFX's runner that make good progress output.
+_PROGRESS = re.compile(r"Component \S+ is (running|finished)")
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for: printed as one line, exit code 2."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except (UsageError, ValueError, FileNotFoundError) as error:
+        print(f"vocdet {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vocdet", description="Train and serve a KerasCV RetinaNet on VOC-format data with TFX.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    sample = commands.add_parser("make-sample", help="write the generated VOC-format sample dataset")
+    sample.add_argument("directory")
+    sample.add_argument("--num-images", type=int, default=sample_data.SampleSpec.num_images)
+    sample.add_argument("--seed", type=int, default=sample_data.SampleSpec.seed)
+    sample.set_defaults(handler=_make_sample)
+
+    run = commands.add_parser("run", help="run the whole pipeline locally")
+    run.add_argument("--data", help="VOCdevkit-format folder (default: the generated sample)")
+    run.add_argument("--output", help="where artefacts, metadata and pushed models go (default: outputs)")
+    run.add_argument("--runner", choices=("local", "beam"), default="local", help="TFX LocalDagRunner or BeamDagRunner")
+    run.add_argument("--preset", choices=sorted(config_lib.PRESETS), default="demo")
+    run.add_argument("--config", help="YAML file of config overrides, applied after the preset")
+    run.add_argument("--strict", action="store_true", help="fail on any rejected record instead of reporting it")
+    run.add_argument("--freeze-backbone", action="store_true", help="train only the FPN and heads (as the guide)")
+    run.add_argument("--no-cache", action="store_true", help="re-run every component")
+    run.add_argument("--verbose", action="store_true", help="show every TFX and Beam log line")
+    _add_config_flags(run)
+    run.set_defaults(handler=_run)
+    return parser
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    defaults = config_lib.PipelineConfig()
+    for flag, (section, field) in CONFIG_FLAGS.items():
+        field_type = type(getattr(getattr(defaults, section), field))
+        parser.add_argument(
+            f"--{flag}",
+            type=field_type if field_type in (int, float) else str,
+            help=f"config {section}.{field}",
+        )
+
+
+def config_from_args(args: argparse.Namespace) -> config_lib.PipelineConfig:
+    overrides: dict = {}
+    for flag, (section, field) in CONFIG_FLAGS.items():
+        value = getattr(args, flag.replace("-", "_"))
+        if value is not None:
+            overrides.setdefault(section, {})[field] = value
+    if args.output:
+        overrides["output_dir"] = args.output
+    if args.strict:
+        overrides.setdefault("data", {})["strict"] = True
+    if args.freeze_backbone:
+        overrides.setdefault("model", {})["freeze_backbone"] = True
+    if args.no_cache:
+        overrides["enable_cache"] = False
+    if args.data:
+        overrides.setdefault("data", {})["data_dirs"] = [args.data]
+    return config_lib.load(args.preset, args.config, overrides)
+
+
+def find_voc_root(directory: str) -> str:
+    """The folder holding `VOC<year>/` sub-folders, from any of the usual levels."""
+    if not os.path.isdir(directory):
+        raise UsageError(f"{directory}: no such directory")
+    candidates = [directory, os.path.join(directory, "VOCdevkit")]
+    if os.path.isdir(os.path.join(directory, "Annotations")):
+        candidates.insert(0, os.path.dirname(os.path.abspath(directory)))
+    for candidate in candidates:
+        if any(
+            os.path.isdir(os.path.join(candidate, name, "Annotations"))
+            for name in (os.listdir(candidate) if os.path.isdir(candidate) else [])
+        ):
+            return os.path.abspath(candidate)
+    raise UsageError(f"{directory}: not a VOCdevkit folder (expected VOC<year>/Annotations, JPEGImages, ImageSets/Main)")
+
+
+def _make_sample(args: argparse.Namespace) -> int:
+    spec = sample_data.SampleSpec(num_images=args.num_images, seed=args.seed)
+    voc_dir = sample_data.make_sample(args.directory, spec, reuse=False)
+    print(f"wrote {spec.num_images} images to {voc_dir}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    _quiet_logging(verbose=args.verbose)
+    started = time.time()
+    if config.data.data_dirs:
+        data_root = find_voc_root(config.data.data_dirs[0])
+    else:
+        spec = sample_data.SampleSpec(num_images=config.data.sample_images, seed=config.data.sample_seed)
+        sample_data.make_sample(config.sample_dir, spec)
+        data_root = os.path.abspath(config.sample_dir)
+        print(f"vocdet: sample data in {data_root} ({spec.num_images} images)", flush=True)
+    print(
+        f"vocdet: running {config.pipeline_name} with the {args.runner} runner "
+        f"({config.model.backbone}, {config.model.image_size}px, {config.train.epochs} epochs) -> {config.output_dir}",
+        flush=True,
+    )
+
+    from pipeline import local_runner  # TFX and TensorFlow load here, not for --help
+
+    summary = local_runner.run(config, data_root, runner=args.runner)
+    minutes, seconds = divmod(int(time.time() - started), 60)
+    print(f"\nvocdet: pipeline finished in {minutes}m{seconds:02d}s")
+    for line in summary.lines():
+        print(f"  {line}")
+    return 0
+
+
+def _quiet_logging(verbose: bool) -> None:
+    """Progress lines only (component start/finish, our own messages), unless verbose."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if verbose:
+        logging.basicConfig(level=logging.INFO)
+        return
+    warnings.filterwarnings("ignore")
+    from absl import logging as absl_logging
+
+    absl_logging.set_verbosity(absl_logging.INFO)
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
+    # vocdet's own modules log under their package names; TFX logs through absl.
+    handler.addFilter(
+        lambda record: record.name.startswith(("components.", "pipeline."))
+        or record.levelno >= logging.ERROR
+        or bool(_PROGRESS.search(record.getMessage()))
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    absl_handler = absl_logging.get_absl_handler()
+    absl_handler.setLevel(logging.CRITICAL + 1)
+    logging.getLogger("absl").handlers[:] = []
+    logging.getLogger("absl").propagate = True
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Runs the pipeline on this machine: TFX's LocalDagRunner or BeamDagRunner.
+
+Binds the environment only (ML Metadata SQLite store, data root, Beam args)
+and, after the run, reads ML Metadata for a short summary a person can read:
+the evaluation numbers, the blessing decision and where the model was pushed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+from ml_metadata.metadata_store import metadata_store
+from tfx import v1 as tfx
+
+from pipeline.config import PipelineConfig
+from pipeline.pipeline import create_pipeline
+
+RUNNERS = ("local", "beam")
+
+
+@dataclasses.dataclass
+class RunSummary:
+    metrics: dict[str, float]
+    num_eval_images: int
+    evaluation_dir: str
+    blessed: bool
+    blessing_reasons: list[str]
+    pushed_model_dir: str | None
+    ingest_summary: dict
+
+    def lines(self) -> list[str]:
+        lines = [
+            f"evaluation: COCO mAP@[.5:.95] {self.metrics['coco/AP']:.3f}, mAP@0.5 {self.metrics['coco/AP50']:.3f} "
+            f"on {self.num_eval_images} images ({self.evaluation_dir})",
+            f"blessed: {'yes' if self.blessed else 'no'} ({'; '.join(self.blessing_reasons)})",
+            f"pushed model: {self.pushed_model_dir}" if self.pushed_model_dir else "pushed model: none (not blessed)",
+        ]
+        for split, counts in sorted(self.ingest_summary.items()):
+            lines.append(
+                f"data {split}: {counts['written'] + counts['repaired']} examples "
+                f"({counts['repaired']} repaired, {counts['rejected']} rejected)"
+            )
+        return lines
+
+
+def metadata_config(config: PipelineConfig):
+    return tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
+
+
+def run(config: PipelineConfig, data_root: str, runner: str = "local") -> RunSummary:
+    """Runs the whole pipeline and returns what it produced."""
+    if runner not in RUNNERS:
+        raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
+    os.makedirs(config.output_dir, exist_ok=True)
+    pipeline = create_pipeline(config, data_root, metadata_connection_config=metadata_config(config))
+    if runner == "beam":
+        tfx.orchestration.experimental.BeamDagRunner().run(pipeline)
+    else:
+        tfx.orchestration.LocalDagRunner().run(pipeline)
+    return summarize(config)
+
+
+def summarize(config: PipelineConfig) -> RunSummary:
+    """The newest evaluation, blessing and push recorded in this pipeline's ML Metadata."""
+    store = metadata_store.MetadataStore(metadata_config(config))
+
+    def newest(type_name: str):
+        artifacts = store.get_artifacts_by_type(type_name)
+        if not artifacts:
+            raise RuntimeError(f"no {type_name} artefact in {config.metadata_path}: did the pipeline run?")
+        return max(artifacts, key=lambda artifact: artifact.id)
+
+    evaluation = newest("ModelEvaluation")
+    with open(os.path.join(evaluation.uri, "metrics.json")) as handle:
+        metrics = json.load(handle)
+    with open(os.path.join(evaluation.uri, "blessing.json")) as handle:
+        blessing = json.load(handle)
+    pushed = newest("PushedModel")
+    was_pushed = pushed.custom_properties["pushed"].int_value == 1 if "pushed" in pushed.custom_properties else False
+    # Transform also writes Examples; the ingest report is on ExampleGen's.
+    ingest_summary = {}
+    for artifact in sorted(store.get_artifacts_by_type("Examples"), key=lambda a: -a.id):
+        summary_path = os.path.join(artifact.uri, "ingest_report", "summary.json")
+        if os.path.exists(summary_path):
+            with open(summary_path) as handle:
+                ingest_summary = json.load(handle)
+            break
+    return RunSummary(
+        metrics=metrics["metrics"],
+        num_eval_images=metrics["num_images"],
+        evaluation_dir=evaluation.uri,
+        blessed=blessing["blessed"],
+        blessing_reasons=blessing["reasons"],
+        pushed_model_dir=pushed.custom_properties["pushed_destination"].string_value if was_pushed else None,
+        ingest_summary=ingest_summary,
+    )

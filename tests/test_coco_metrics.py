@@ -1,0 +1,79 @@
+"""Our COCO numbers are pycocotools' numbers, including the edge cases."""
+
+import contextlib
+import io
+import json
+
+import numpy as np
+import pytest
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from components.coco_evaluator import coco_metrics
+
+
+def _reference(ground_truth, detections, tmp_path):
+    gt_path = tmp_path / "gt.json"
+    gt_path.write_text(json.dumps(ground_truth))
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco_gt = COCO(str(gt_path))
+        coco_dt = coco_gt.loadRes(detections)
+        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    return dict(zip(coco_metrics.METRIC_NAMES, evaluator.stats))
+
+
+def _random_case(seed, num_images=12, num_classes=5):
+    rng = np.random.default_rng(seed)
+    images, annotations, detections = [], [], []
+    for image_id in range(1, num_images + 1):
+        images.append({"id": image_id, "height": 300, "width": 400})
+        for _ in range(int(rng.integers(0, 6))):
+            x0, y0 = rng.uniform(0, 300), rng.uniform(0, 200)
+            box = [x0, y0, x0 + rng.uniform(5, 100), y0 + rng.uniform(5, 100)]
+            class_id = int(rng.integers(num_classes))
+            annotations.append(coco_metrics.annotation(image_id, len(annotations) + 1, class_id, box, rng.random() < 0.1))
+            if rng.random() < 0.8:  # a jittered, sometimes misclassified detection
+                jitter = np.array(box) + rng.normal(0, 6, 4)
+                predicted = class_id if rng.random() < 0.8 else int(rng.integers(num_classes))
+                detections += coco_metrics.detections_for_image(image_id, [jitter], [predicted], [rng.random()])
+        for _ in range(int(rng.integers(0, 3))):  # false positives
+            x0, y0 = rng.uniform(0, 300), rng.uniform(0, 200)
+            detections += coco_metrics.detections_for_image(
+                image_id, [[x0, y0, x0 + 30, y0 + 30]], [int(rng.integers(num_classes))], [rng.random()]
+            )
+    return coco_metrics.coco_ground_truth(images, annotations, [f"c{i}" for i in range(num_classes)]), detections
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_equals_pycocotools_on_random_cases(seed, tmp_path):
+    ground_truth, detections = _random_case(seed)
+    expected = _reference(ground_truth, detections, tmp_path)
+    actual = coco_metrics.evaluate(ground_truth, detections)
+    for name in coco_metrics.METRIC_NAMES:
+        assert actual[name] == pytest.approx(expected[name], abs=1e-6), name
+
+
+def test_perfect_detections_score_one():
+    ground_truth, _ = _random_case(0)
+    detections = [
+        {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
+        for a in ground_truth["annotations"]
+        if not a["iscrowd"]
+    ]
+    metrics = coco_metrics.evaluate(ground_truth, detections)
+    assert metrics["AP"] == pytest.approx(1.0) and metrics["AP50"] == pytest.approx(1.0)
+
+
+def test_no_detections_scores_as_cocoeval_would():
+    ground_truth, _ = _random_case(1)
+    metrics = coco_metrics.evaluate(ground_truth, [])
+    assert metrics["AP"] in (0.0, -1.0)
+    assert set(metrics) == set(coco_metrics.METRIC_NAMES)
+
+
+def test_padding_detections_are_skipped():
+    entries = coco_metrics.detections_for_image(3, np.array([[1, 2, 11, 22], [0, 0, 0, 0]]), np.array([4, -1]), np.array([0.5, 0.0]))
+    assert entries == [{"image_id": 3, "category_id": 5, "bbox": [1.0, 2.0, 10.0, 20.0], "score": 0.5}]

@@ -1,0 +1,93 @@
+"""The whole pipeline through `vocdet run` with TFX's LocalDagRunner, on a tiny dataset."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from pipeline import cli, config as config_lib, local_runner
+
+# Runs in a fresh interpreter: plain TensorFlow, no project code, as TF Serving would.
+_LOAD_AND_PREDICT = """
+import json, sys
+import tensorflow as tf
+model = tf.saved_model.load(sys.argv[1])
+with open(sys.argv[2], "rb") as handle:
+    image = handle.read()
+out = model.signatures["serving_default"](images=tf.constant([image]))
+n = int(out["num_detections"][0])
+print(json.dumps({
+    "num_detections": n,
+    "boxes": out["detection_boxes"][0, :n].numpy().tolist(),
+    "names": [name.decode() for name in out["detection_class_names"][0, :n].numpy()],
+    "scores": out["detection_scores"][0, :n].numpy().tolist(),
+}))
+"""
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(small_voc_root, tmp_path_factory):
+    output = tmp_path_factory.mktemp("run")
+    overrides = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    # Two training steps cannot beat the default confidence threshold; keep every
+    # candidate so the evaluation and the serving check have detections to score.
+    overrides.write_text(yaml.safe_dump({"model": {"eval_confidence_threshold": 0.0}}))
+    argv = [
+        "run",
+        "--data", small_voc_root,
+        "--output", str(output),
+        "--config", str(overrides),
+        "--epochs", "1",
+        "--steps-per-epoch", "2",
+        "--batch-size", "4",
+        "--blessing-threshold", "0",
+    ]
+    assert cli.main(argv) == 0
+    config = config_lib.load("demo", str(overrides), {"output_dir": str(output)})
+    return config, local_runner.summarize(config)
+
+
+@pytest.mark.e2e
+def test_evaluation_has_coco_metrics_in_range(pipeline_run):
+    _, summary = pipeline_run
+    for name in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"):
+        assert 0.0 <= summary.metrics[f"coco/{name}"] <= 1.0, name
+    assert summary.num_eval_images == 16  # the 40-image sample: 24 trainval, 16 test
+    assert summary.ingest_summary["train"]["written"] == 24
+    assert summary.ingest_summary["train"]["rejected"] == 0
+
+
+@pytest.mark.e2e
+def test_blessed_model_is_pushed_in_tf_serving_layout(pipeline_run):
+    config, summary = pipeline_run
+    assert summary.blessed
+    versions = glob.glob(os.path.join(config.serving_dir, config.push.model_name, "*", "saved_model.pb"))
+    assert len(versions) == 1
+    assert os.path.dirname(versions[0]) == summary.pushed_model_dir
+    assert os.path.basename(summary.pushed_model_dir).isdigit()
+
+
+@pytest.mark.e2e
+def test_pushed_model_loads_in_a_fresh_process_and_detects(pipeline_run, small_voc_root):
+    _, summary = pipeline_run
+    image_path = os.path.join(small_voc_root, "VOC2007", "JPEGImages", "000001.jpg")
+    completed = subprocess.run(
+        [sys.executable, "-c", _LOAD_AND_PREDICT, summary.pushed_model_dir, image_path],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["num_detections"] > 0
+    from PIL import Image
+
+    width, height = Image.open(image_path).size
+    for x0, y0, x1, y1 in result["boxes"]:  # in the original image's pixels
+        assert 0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height
+    assert set(result["names"]) <= set(config_lib.demo().data.class_names)
