@@ -26,7 +26,3 @@ BOXES = "boxes"  # in the configured bounding_box_format, 4 floats per object
 CLASSES = "classes"
 DIFFICULT = "difficult"
 
-# Pipeline split names.
-TRAIN_SPLIT = "train"
-EVAL_SPLIT = "eval"
-

@@ -7,6 +7,7 @@ field (table `CONFIG_FLAGS`), applied after the preset and the YAML file.
 from __future__ import annotations
 
 import argparse
+import glob
 import logging
 import os
 import re
@@ -15,7 +16,7 @@ import time
 import warnings
 
 from pipeline import config as config_lib
-from pipeline import sample_data
+from pipeline import data_layout, sample_data
 
 # --flag -> (section, field) of PipelineConfig; types come from the dataclass.
 CONFIG_FLAGS = {
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except (UsageError, ValueError, FileNotFoundError) as error:
+    except (UsageError, data_layout.DataLayoutError, ValueError, FileNotFoundError) as error:
         print(f"vocdet {args.command}: error: {error}", file=sys.stderr)
         return 2
 
@@ -60,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     sample.set_defaults(handler=_make_sample)
 
     run = commands.add_parser("run", help="run the whole pipeline locally")
-    run.add_argument("--data", help="VOCdevkit-format folder (default: the generated sample)")
+    _add_data_flags(run)
     run.add_argument("--output", help="where artefacts, metadata and pushed models go (default: outputs)")
     run.add_argument("--runner", choices=("local", "beam"), default="local", help="TFX LocalDagRunner or BeamDagRunner")
     run.add_argument("--preset", choices=sorted(config_lib.PRESETS), default="demo")
@@ -71,7 +72,26 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--verbose", action="store_true", help="show every TFX and Beam log line")
     _add_config_flags(run)
     run.set_defaults(handler=_run)
+
+    ingest = commands.add_parser("ingest", help="run ExampleGen alone and report what was read, repaired and rejected")
+    _add_data_flags(ingest)
+    ingest.add_argument("--output", required=True, help="where the examples and the rejection report go")
+    ingest.add_argument("--strict", action="store_true", help="fail on any rejected record")
+    ingest.add_argument("--preset", choices=sorted(config_lib.PRESETS), default="demo")
+    ingest.add_argument("--config", help="YAML file of config overrides")
+    ingest.add_argument("--verbose", action="store_true", help="show every TFX and Beam log line")
+    ingest.set_defaults(handler=_ingest)
     return parser
+
+
+def _add_data_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data",
+        action="append",
+        help="VOCdevkit folder or tfds VOC data dir, recognised from its layout; repeat it to combine "
+        "(e.g. VOC2007 and VOC2012). Default: the generated sample",
+    )
+    parser.add_argument("--spans", action="store_true", help="--data is one root laid out as span-<N>/...; use the newest span")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -88,36 +108,49 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> config_lib.PipelineConfig:
     overrides: dict = {}
     for flag, (section, field) in CONFIG_FLAGS.items():
-        value = getattr(args, flag.replace("-", "_"))
+        value = getattr(args, flag.replace("-", "_"), None)
         if value is not None:
             overrides.setdefault(section, {})[field] = value
     if args.output:
         overrides["output_dir"] = args.output
     if args.strict:
         overrides.setdefault("data", {})["strict"] = True
-    if args.freeze_backbone:
+    if getattr(args, "freeze_backbone", False):
         overrides.setdefault("model", {})["freeze_backbone"] = True
-    if args.no_cache:
+    if getattr(args, "no_cache", False):
         overrides["enable_cache"] = False
     if args.data:
-        overrides.setdefault("data", {})["data_dirs"] = [args.data]
+        overrides.setdefault("data", {})["data_dirs"] = args.data
+    if args.spans:
+        overrides.setdefault("data", {})["spans"] = True
     return config_lib.load(args.preset, args.config, overrides)
 
 
-def find_voc_root(directory: str) -> str:
-    """The folder holding `VOC<year>/` sub-folders, from any of the usual levels."""
-    if not os.path.isdir(directory):
-        raise UsageError(f"{directory}: no such directory")
-    candidates = [directory, os.path.join(directory, "VOCdevkit")]
-    if os.path.isdir(os.path.join(directory, "Annotations")):
-        candidates.insert(0, os.path.dirname(os.path.abspath(directory)))
-    for candidate in candidates:
-        if any(
-            os.path.isdir(os.path.join(candidate, name, "Annotations"))
-            for name in (os.listdir(candidate) if os.path.isdir(candidate) else [])
-        ):
-            return os.path.abspath(candidate)
-    raise UsageError(f"{directory}: not a VOCdevkit folder (expected VOC<year>/Annotations, JPEGImages, ImageSets/Main)")
+def prepare_data_root(config: config_lib.PipelineConfig) -> tuple[config_lib.PipelineConfig, str]:
+    """(config with data.format set, data root) for the folders the config names.
+
+    With no folders, the generated sample (made or reused under output_dir).
+    A span-laid-out root is used as it is; otherwise a root of links to the
+    given folders is built under output_dir.
+    """
+    data_dirs = config.data.data_dirs
+    if config.data.spans:
+        if len(data_dirs) != 1:
+            raise UsageError("--spans takes exactly one --data root laid out as span-<N>/...")
+        spans = sorted(glob.glob(os.path.join(data_dirs[0], "span-*")))
+        if not spans:
+            raise UsageError(f"{data_dirs[0]}: no span-<N> folders")
+        data_format = data_layout.detect_source(spans[-1]).format
+        root = os.path.abspath(data_dirs[0])
+    else:
+        if not data_dirs:
+            spec = sample_data.SampleSpec(num_images=config.data.sample_images, seed=config.data.sample_seed)
+            sample_data.make_sample(config.sample_dir, spec)
+            data_dirs = [config.sample_dir]
+            print(f"vocdet: sample data in {os.path.abspath(config.sample_dir)} ({spec.num_images} images)", flush=True)
+        root = os.path.abspath(os.path.join(config.output_dir, "data-root"))
+        data_format = data_layout.make_data_root(data_dirs, root)
+    return config.with_overrides({"data": {"format": data_format}}), root
 
 
 def _make_sample(args: argparse.Namespace) -> int:
@@ -131,16 +164,11 @@ def _run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     _quiet_logging(verbose=args.verbose)
     started = time.time()
-    if config.data.data_dirs:
-        data_root = find_voc_root(config.data.data_dirs[0])
-    else:
-        spec = sample_data.SampleSpec(num_images=config.data.sample_images, seed=config.data.sample_seed)
-        sample_data.make_sample(config.sample_dir, spec)
-        data_root = os.path.abspath(config.sample_dir)
-        print(f"vocdet: sample data in {data_root} ({spec.num_images} images)", flush=True)
+    config, data_root = prepare_data_root(config)
     print(
         f"vocdet: running {config.pipeline_name} with the {args.runner} runner "
-        f"({config.model.backbone}, {config.model.image_size}px, {config.train.epochs} epochs) -> {config.output_dir}",
+        f"on {config.data.format} data ({config.model.backbone}, {config.model.image_size}px, "
+        f"{config.train.epochs} epochs) -> {config.output_dir}",
         flush=True,
     )
 
@@ -150,6 +178,21 @@ def _run(args: argparse.Namespace) -> int:
     minutes, seconds = divmod(int(time.time() - started), 60)
     print(f"\nvocdet: pipeline finished in {minutes}m{seconds:02d}s")
     for line in summary.lines():
+        print(f"  {line}")
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    _quiet_logging(verbose=args.verbose)
+    config, data_root = prepare_data_root(config)
+
+    from pipeline import local_runner
+
+    examples_uri, counts = local_runner.ingest(config, data_root)
+    print(f"\nvocdet ingest: {config.data.format} data from {data_root}")
+    print(f"  examples: {examples_uri}")
+    for line in local_runner.count_lines(counts):
         print(f"  {line}")
     return 0
 

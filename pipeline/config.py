@@ -39,11 +39,19 @@ BLESSING_METRICS = ("coco/AP", "coco/AP50", "coco/AP75")
 class DataConfig:
     """Where examples come from and how they are split."""
 
-    # VOCdevkit-format folders; empty means the generated sample dataset.
+    # VOCdevkit or tfds VOC folders; empty means the generated sample dataset.
     data_dirs: list[str] = dataclasses.field(default_factory=list)
-    # ImageSets lists (globs relative to the data root) that feed each split.
-    train_pattern: str = "VOC*/ImageSets/Main/trainval.txt"
-    eval_pattern: str = "VOC*/ImageSets/Main/test.txt"
+    # Format of the data root ("voc" or "tfds"); the CLI recognises it from --data.
+    format: str = "voc"
+    # tfds split names (VOC's train.txt, val.txt, test.txt lists).
+    train_splits: list[str] = dataclasses.field(default_factory=lambda: ["train", "validation"])
+    eval_split: str = "test"
+    # Glob over VOC years for each side, e.g. "2007" to evaluate on VOC2007 test only.
+    train_year: str = "*"
+    eval_year: str = "*"
+    # Data root laid out as span-<N>/...: take the newest span, or span_range [first, last].
+    spans: bool = False
+    span_range: list[int] = dataclasses.field(default_factory=list)
     # Fail the run when any record is rejected, instead of reporting it.
     strict: bool = False
     class_names: list[str] = dataclasses.field(default_factory=lambda: list(voc_format.VOC_CLASSES))
@@ -52,8 +60,15 @@ class DataConfig:
     sample_seed: int = 0
 
     def validate(self) -> None:
-        if not self.train_pattern or not self.eval_pattern:
-            raise ValueError("data: train_pattern and eval_pattern must not be empty")
+        splits = ("train", "validation", "test")
+        if not self.train_splits or any(split not in splits for split in self.train_splits + [self.eval_split]):
+            raise ValueError(f"data: train_splits and eval_split must be among {splits}")
+        if self.eval_split in self.train_splits:
+            raise ValueError(f"data: eval_split {self.eval_split!r} is also a training split")
+        if self.format not in ("voc", "tfds"):
+            raise ValueError(f"data.format must be 'voc' or 'tfds', got {self.format!r}")
+        if self.span_range and (len(self.span_range) != 2 or self.span_range[0] > self.span_range[1] or not self.spans):
+            raise ValueError("data.span_range must be [first, last] and needs data.spans")
         if len(set(self.class_names)) != len(self.class_names) or not self.class_names:
             raise ValueError("data: class_names must be non-empty and unique")
 
@@ -228,8 +243,8 @@ def demo() -> PipelineConfig:
 def voc_guide() -> PipelineConfig:
     """The KerasCV guide's recipe: ResNet50, 640x640, batch 16 per GPU, 50 epochs."""
     return PipelineConfig(
-        # VOC2007 test has annotations; VOC2012's does not.
-        data=DataConfig(eval_pattern="VOC2007/ImageSets/Main/test.txt"),
+        # Train on VOC2007 + VOC2012 train and validation; VOC2012's test has no annotations.
+        data=DataConfig(eval_year="2007"),
         model=ModelConfig(backbone="resnet50", image_size=640, freeze_backbone=True),
         train=TrainConfig(epochs=50, batch_size_per_replica=16),
     )

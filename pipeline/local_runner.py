@@ -15,7 +15,7 @@ from ml_metadata.metadata_store import metadata_store
 from tfx import v1 as tfx
 
 from pipeline.config import PipelineConfig
-from pipeline.pipeline import create_pipeline
+from pipeline.pipeline import create_ingest_pipeline, create_pipeline
 
 RUNNERS = ("local", "beam")
 
@@ -37,12 +37,15 @@ class RunSummary:
             f"blessed: {'yes' if self.blessed else 'no'} ({'; '.join(self.blessing_reasons)})",
             f"pushed model: {self.pushed_model_dir}" if self.pushed_model_dir else "pushed model: none (not blessed)",
         ]
-        for split, counts in sorted(self.ingest_summary.items()):
-            lines.append(
-                f"data {split}: {counts['written'] + counts['repaired']} examples "
-                f"({counts['repaired']} repaired, {counts['rejected']} rejected)"
-            )
+        lines.extend(f"data {line}" for line in count_lines(self.ingest_summary))
         return lines
+
+
+def count_lines(counts: dict[str, dict[str, int]]) -> list[str]:
+    return [
+        f"{split}: {c['written']} examples ({c['repaired']} repaired, {c['rejected']} rejected)"
+        for split, c in sorted(counts.items())
+    ]
 
 
 def metadata_config(config: PipelineConfig):
@@ -62,6 +65,36 @@ def run(config: PipelineConfig, data_root: str, runner: str = "local") -> RunSum
     return summarize(config)
 
 
+def ingest(config: PipelineConfig, data_root: str) -> tuple[str, dict[str, dict[str, int]]]:
+    """Runs ExampleGen alone; returns (Examples directory, counts per split)."""
+    os.makedirs(config.output_dir, exist_ok=True)
+    tfx.orchestration.LocalDagRunner().run(
+        create_ingest_pipeline(config, data_root, metadata_connection_config=metadata_config(config))
+    )
+    store = metadata_store.MetadataStore(metadata_config(config))
+    examples = max(store.get_artifacts_by_type("Examples"), key=lambda artifact: artifact.id)
+    return examples.uri, ingest_counts(examples.uri)
+
+
+def ingest_counts(examples_uri: str) -> dict[str, dict[str, int]]:
+    """Per split: the records written, and for VOCdevkit input the repaired and rejected ones."""
+    import tensorflow as tf
+
+    from components.voc_example_gen import executor as voc_executor
+
+    report = os.path.join(examples_uri, voc_executor.REPORT_DIR, voc_executor.SUMMARY_FILE)
+    if os.path.exists(report):
+        with open(report) as handle:
+            counts = json.load(handle)
+        return {split: {**c, "written": c["written"] + c["repaired"]} for split, c in counts.items()}
+    counts = {}
+    for split_dir in sorted(tf.io.gfile.glob(os.path.join(examples_uri, "Split-*"))):
+        files = tf.io.gfile.glob(os.path.join(split_dir, "*"))
+        written = sum(1 for _ in tf.data.TFRecordDataset(files, compression_type="GZIP"))
+        counts[os.path.basename(split_dir).removeprefix("Split-")] = {"written": written, "repaired": 0, "rejected": 0}
+    return counts
+
+
 def summarize(config: PipelineConfig) -> RunSummary:
     """The newest evaluation, blessing and push recorded in this pipeline's ML Metadata."""
     store = metadata_store.MetadataStore(metadata_config(config))
@@ -79,14 +112,11 @@ def summarize(config: PipelineConfig) -> RunSummary:
         blessing = json.load(handle)
     pushed = newest("PushedModel")
     was_pushed = pushed.custom_properties["pushed"].int_value == 1 if "pushed" in pushed.custom_properties else False
-    # Transform also writes Examples; the ingest report is on ExampleGen's.
-    ingest_summary = {}
-    for artifact in sorted(store.get_artifacts_by_type("Examples"), key=lambda a: -a.id):
-        summary_path = os.path.join(artifact.uri, "ingest_report", "summary.json")
-        if os.path.exists(summary_path):
-            with open(summary_path) as handle:
-                ingest_summary = json.load(handle)
-            break
+    # Transform writes Examples too; ExampleGen's are the ones it consumed.
+    transformed_uris = {a.uri for a in store.get_artifacts_by_type("Examples") if "/Transform/" in a.uri}
+    raw_examples = max(
+        (a for a in store.get_artifacts_by_type("Examples") if a.uri not in transformed_uris), key=lambda a: a.id
+    )
     return RunSummary(
         metrics=metrics["metrics"],
         num_eval_images=metrics["num_images"],
@@ -94,5 +124,5 @@ def summarize(config: PipelineConfig) -> RunSummary:
         blessed=blessing["blessed"],
         blessing_reasons=blessing["reasons"],
         pushed_model_dir=pushed.custom_properties["pushed_destination"].string_value if was_pushed else None,
-        ingest_summary=ingest_summary,
+        ingest_summary=ingest_counts(raw_examples.uri),
     )

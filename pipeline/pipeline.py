@@ -16,9 +16,9 @@ from tfx.components import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 
-from components import features
 from components.coco_evaluator.component import CocoEvaluator
 from components.voc_example_gen import executor as voc_example_gen
+from pipeline import data_layout
 from pipeline.config import PipelineConfig
 
 TRANSFORM_FN = "components.transform.preprocessing_fn"
@@ -33,18 +33,10 @@ def create_pipeline(
 ) -> tfx.dsl.Pipeline:
     """The pipeline for `config`, reading VOCdevkit folders under `data_root`."""
     custom_config = config.to_custom_config()
+    data = config.data
+    splits = data.train_splits + [data.eval_split]
 
-    example_gen = FileBasedExampleGen(
-        input_base=data_root,
-        input_config=example_gen_pb2.Input(
-            splits=[
-                example_gen_pb2.Input.Split(name=features.TRAIN_SPLIT, pattern=config.data.train_pattern),
-                example_gen_pb2.Input.Split(name=features.EVAL_SPLIT, pattern=config.data.eval_pattern),
-            ]
-        ),
-        custom_config=voc_example_gen.make_custom_config(config.data.class_names, strict=config.data.strict),
-        custom_executor_spec=executor_spec.BeamExecutorSpec(voc_example_gen.Executor),
-    )
+    example_gen = _example_gen(config, data_root)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"])
     transform = tfx.components.Transform(
@@ -52,6 +44,7 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=TRANSFORM_FN,
         custom_config=custom_config,
+        splits_config=tfx.proto.SplitsConfig(analyze=data.train_splits, transform=splits),
         # StatisticsGen already profiles the data; Transform's own TFDV pass would repeat it.
         disable_statistics=True,
     )
@@ -60,8 +53,8 @@ def create_pipeline(
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=[features.TRAIN_SPLIT]),
-        eval_args=tfx.proto.EvalArgs(splits=[features.EVAL_SPLIT]),
+        train_args=tfx.proto.TrainArgs(splits=data.train_splits),
+        eval_args=tfx.proto.EvalArgs(splits=[data.eval_split]),
         custom_config=custom_config,
     )
     latest_blessed_model = tfx.dsl.Resolver(
@@ -100,4 +93,53 @@ def create_pipeline(
         enable_cache=config.enable_cache,
         metadata_connection_config=metadata_connection_config,
         beam_pipeline_args=beam_pipeline_args if beam_pipeline_args is not None else config.beam_pipeline_args,
+    )
+
+
+def create_ingest_pipeline(
+    config: PipelineConfig, data_root: str, metadata_connection_config=None, beam_pipeline_args: list[str] | None = None
+) -> tfx.dsl.Pipeline:
+    """ExampleGen alone, exactly as the full pipeline configures it (`vocdet ingest`)."""
+    return tfx.dsl.Pipeline(
+        pipeline_name=f"{config.pipeline_name}-ingest",
+        pipeline_root=config.pipeline_root,
+        components=[_example_gen(config, data_root)],
+        enable_cache=False,
+        metadata_connection_config=metadata_connection_config,
+        beam_pipeline_args=beam_pipeline_args if beam_pipeline_args is not None else config.beam_pipeline_args,
+    )
+
+
+def _example_gen(config: PipelineConfig, data_root: str):
+    """Our Beam executor for VOCdevkit folders; TFX's ImportExampleGen for tfds builds."""
+    data = config.data
+    input_config = example_gen_pb2.Input(
+        splits=[
+            example_gen_pb2.Input.Split(
+                name=split,
+                pattern=data_layout.split_pattern(
+                    data.format,
+                    split,
+                    year=data.eval_year if split == data.eval_split else data.train_year,
+                    spans=data.spans,
+                ),
+            )
+            for split in data.train_splits + [data.eval_split]
+        ]
+    )
+    range_config = (
+        tfx.proto.RangeConfig(
+            static_range=tfx.proto.StaticRange(start_span_number=data.span_range[0], end_span_number=data.span_range[1])
+        )
+        if data.span_range
+        else None
+    )
+    if data.format == data_layout.TFDS:
+        return tfx.components.ImportExampleGen(input_base=data_root, input_config=input_config, range_config=range_config)
+    return FileBasedExampleGen(
+        input_base=data_root,
+        input_config=input_config,
+        range_config=range_config,
+        custom_config=voc_example_gen.make_custom_config(data.class_names, strict=data.strict),
+        custom_executor_spec=executor_spec.BeamExecutorSpec(voc_example_gen.Executor),
     )

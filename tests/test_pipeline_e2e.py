@@ -57,7 +57,7 @@ def test_evaluation_has_coco_metrics_in_range(pipeline_run):
     for name in ("AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100"):
         assert 0.0 <= summary.metrics[f"coco/{name}"] <= 1.0, name
     assert summary.num_eval_images == 16  # the 40-image sample: 24 trainval, 16 test
-    assert summary.ingest_summary["train"]["written"] == 24
+    assert summary.ingest_summary["train"]["written"] + summary.ingest_summary["validation"]["written"] == 24
     assert summary.ingest_summary["train"]["rejected"] == 0
 
 

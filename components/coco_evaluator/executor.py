@@ -18,7 +18,6 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components import features
 from components.coco_evaluator import blessing, evaluation
 
 _logger = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ class Executor(base_executor.BaseExecutor):
         evaluation_artifact = artifact_utils.get_single_instance(output_dict[EVALUATION_KEY])
         blessing_artifact = artifact_utils.get_single_instance(output_dict[BLESSING_KEY])
 
-        eval_uri = artifact_utils.get_split_uri([examples], features.EVAL_SPLIT)
+        eval_uri = artifact_utils.get_split_uri([examples], config.data.eval_split)
         images = evaluation.load_eval_images(os.path.join(eval_uri, "*"))
         class_names = config.data.class_names
         batch_size = config.eval.batch_size

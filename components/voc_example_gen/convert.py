@@ -25,7 +25,7 @@ import dataclasses
 import io
 import os
 
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from components import features, voc_format
 
@@ -155,7 +155,9 @@ def _checked_jpeg(image_bytes: bytes) -> tuple[bytes, int, int, bool]:
         image = Image.open(io.BytesIO(image_bytes))
         width, height = image.size
         image_format = image.format
-    except Exception as error:  # PIL raises several types for bad files
+    except UnidentifiedImageError:
+        raise ValueError("unreadable image (not an image format PIL recognises)") from None
+    except Exception as error:  # PIL raises several types for damaged files
         raise ValueError(f"unreadable image ({type(error).__name__}: {error})") from None
     if image_format == "JPEG":
         if image_bytes.rstrip(b"\x00").endswith(_JPEG_END_OF_IMAGE):

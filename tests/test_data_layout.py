@@ -1,0 +1,48 @@
+import os
+
+import pytest
+
+from pipeline import data_layout
+
+
+def test_voc_folder_is_recognised_from_every_usual_level(small_voc_root, tmp_path):
+    voc2007 = os.path.join(small_voc_root, "VOC2007")
+    devkit_parent = tmp_path / "download"
+    (devkit_parent / "VOCdevkit").mkdir(parents=True)
+    os.symlink(voc2007, devkit_parent / "VOCdevkit" / "VOC2007")
+    for path in (small_voc_root, voc2007, str(devkit_parent), str(devkit_parent / "VOCdevkit")):
+        source = data_layout.detect_source(path)
+        assert source.format == data_layout.VOC
+        assert list(source.years) == ["2007"]
+
+
+def test_tfds_build_is_recognised_and_newest_version_wins(tmp_path):
+    for version in ("3.0.0", "4.0.0"):
+        folder = tmp_path / "voc" / "2007" / version
+        folder.mkdir(parents=True)
+        (folder / "voc-train.tfrecord-00000-of-00001").write_bytes(b"")
+    for path in (tmp_path, tmp_path / "voc", tmp_path / "voc" / "2007"):
+        source = data_layout.detect_source(str(path))
+        assert source.format == data_layout.TFDS
+        assert source.years == {"2007": str(tmp_path / "voc" / "2007" / "4.0.0")}
+
+
+def test_unrecognised_folder_gets_one_clear_line(tmp_path):
+    with pytest.raises(data_layout.DataLayoutError, match=r"not a VOCdevkit folder .* nor a tfds VOC build"):
+        data_layout.detect_source(str(tmp_path))
+
+
+def test_data_root_combines_folders_and_patterns_match_them(small_voc_root, tmp_path):
+    import glob
+
+    root = str(tmp_path / "root")
+    assert data_layout.make_data_root([small_voc_root, small_voc_root], root) == data_layout.VOC
+    assert data_layout.make_data_root([small_voc_root, small_voc_root], root) == data_layout.VOC  # idempotent
+    for split in data_layout.SPLITS:
+        matches = glob.glob(os.path.join(root, data_layout.split_pattern(data_layout.VOC, split)))
+        assert len(matches) == 2, split
+
+
+def test_span_patterns_use_tfx_span_placeholder():
+    assert data_layout.split_pattern("voc", "validation", spans=True) == "span-{SPAN}/VOC*/ImageSets/Main/val.txt"
+    assert data_layout.split_pattern("tfds", "test", year="2007") == "*/2007/voc-test.tfrecord*"
