@@ -17,6 +17,7 @@ from typing import Any
 
 import keras_cv
 import tensorflow as tf
+import tensorflow_transform as tft
 
 from components import features
 
@@ -36,6 +37,13 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> d
         image_shapes,
         source=features.RAW_BOUNDING_BOX_FORMAT,
         bounding_box_format=bounding_box_format,
+    )
+    profile_dataset(
+        relative_boxes,
+        image_shapes,
+        inputs[features.LABEL],
+        custom_config["data"]["class_names"],
+        model_image_size=custom_config["model"]["image_size"],
     )
     return {
         features.IMAGE: images,
@@ -69,6 +77,50 @@ def convert_boxes(
         (boxes, image_shapes),
         fn_output_signature=tf.RaggedTensorSpec([None, 4], tf.float32, ragged_rank=0),
     )
+
+
+# Histograms of the whole dataset, computed by tf.Transform's vocabulary analyzer
+# with frequencies: each is an asset file of "count bucket" lines in the transform
+# graph (see `components.trainer.data_profile`, which reads them).
+PROFILE_VOCABULARIES = ("class_objects", "box_width", "box_height", "box_scale", "box_aspect", "objects_per_image")
+SIZE_BUCKET_EDGES = (8, 16, 32, 64, 128, 256, 512)
+ASPECT_BUCKET_EDGES = (1 / 4, 1 / 3, 1 / 2, 1 / 1.5, 1.5, 2, 3, 4)
+
+
+def profile_dataset(
+    relative_boxes: tf.RaggedTensor, image_shapes: tf.Tensor, labels, class_names: list[str], model_image_size: int
+) -> None:
+    """Full-pass statistics that tell whether the anchors suit the data.
+
+    Box sizes are measured at the model's input size (the image's long side
+    resized to `model_image_size`, as evaluation and serving resize), the
+    scale the anchors live in.
+    """
+    image_shapes = tf.cast(image_shapes, tf.float32)
+    scale = model_image_size / tf.reduce_max(image_shapes, axis=1, keepdims=True)
+    heights, widths = image_shapes[:, 0:1] * scale, image_shapes[:, 1:2] * scale
+    box_heights = ((relative_boxes[..., 2] - relative_boxes[..., 0]) * heights).flat_values
+    box_widths = ((relative_boxes[..., 3] - relative_boxes[..., 1]) * widths).flat_values
+    label_values = labels.values if isinstance(labels, tf.SparseTensor) else tf.reshape(labels, [-1])
+    tft.vocabulary(tf.gather(tf.constant(class_names), label_values), vocab_filename="class_objects", store_frequency=True)
+    tft.vocabulary(_bucket_names(box_widths, SIZE_BUCKET_EDGES), vocab_filename="box_width", store_frequency=True)
+    tft.vocabulary(_bucket_names(box_heights, SIZE_BUCKET_EDGES), vocab_filename="box_height", store_frequency=True)
+    tft.vocabulary(
+        _bucket_names(tf.sqrt(box_widths * box_heights), SIZE_BUCKET_EDGES), vocab_filename="box_scale", store_frequency=True
+    )
+    tft.vocabulary(
+        _bucket_names(box_widths / tf.maximum(box_heights, 1e-6), ASPECT_BUCKET_EDGES),
+        vocab_filename="box_aspect",
+        store_frequency=True,
+    )
+    counts = tf.minimum(relative_boxes.row_lengths(), 99)
+    tft.vocabulary(tf.strings.as_string(counts, width=2, fill="0"), vocab_filename="objects_per_image", store_frequency=True)
+
+
+def _bucket_names(values: tf.Tensor, edges: tuple[float, ...]) -> tf.Tensor:
+    """Bucket index as a sortable string, "00" for below edges[0] ... "NN" for above the last."""
+    index = tf.searchsorted(tf.constant(edges, tf.float32), values, side="right")
+    return tf.strings.as_string(index, width=2, fill="0")
 
 
 def _ragged_boxes(flat_boxes: tf.SparseTensor, num_images: tf.Tensor) -> tf.RaggedTensor:

@@ -154,7 +154,7 @@ class EvalConfig:
 
     blessing_metric: str = "coco/AP"
     # The model must reach this value of blessing_metric...
-    blessing_threshold: float = 0.3
+    blessing_threshold: float = 0.25
     # ...and must not fall more than this below the latest blessed model.
     max_regression: float = 0.01
     batch_size: int = 8
@@ -236,7 +236,9 @@ def demo() -> PipelineConfig:
             warmup_steps=40,
             jitter_scale=[0.8, 1.25],
         ),
-        eval=EvalConfig(blessing_threshold=0.02),
+        # A walkthrough: a few CPU minutes from random weights learn little, and the
+        # demo should still reach the Pusher. Real presets gate on a real threshold.
+        eval=EvalConfig(blessing_threshold=0.0),
     )
 
 

@@ -7,9 +7,11 @@ the evaluation numbers, the blessing decision and where the model was pushed.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
+import sys
 
 from ml_metadata.metadata_store import metadata_store
 from tfx import v1 as tfx
@@ -29,6 +31,7 @@ class RunSummary:
     blessing_reasons: list[str]
     pushed_model_dir: str | None
     ingest_summary: dict
+    data_profile: str | None = None
 
     def lines(self) -> list[str]:
         lines = [
@@ -38,6 +41,8 @@ class RunSummary:
             f"pushed model: {self.pushed_model_dir}" if self.pushed_model_dir else "pushed model: none (not blessed)",
         ]
         lines.extend(f"data {line}" for line in count_lines(self.ingest_summary))
+        if self.data_profile:
+            lines.append(f"data profile (class counts, box sizes vs anchors): {self.data_profile}")
         return lines
 
 
@@ -46,6 +51,17 @@ def count_lines(counts: dict[str, dict[str, int]]) -> list[str]:
         f"{split}: {c['written']} examples ({c['repaired']} repaired, {c['rejected']} rejected)"
         for split, c in sorted(counts.items())
     ]
+
+
+@contextlib.contextmanager
+def _tfx_argv():
+    """TFX's Beam executors parse `sys.argv` with absl flags; vocdet's own arguments are not for them."""
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        yield
+    finally:
+        sys.argv = saved
 
 
 def metadata_config(config: PipelineConfig):
@@ -58,19 +74,21 @@ def run(config: PipelineConfig, data_root: str, runner: str = "local") -> RunSum
         raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
     os.makedirs(config.output_dir, exist_ok=True)
     pipeline = create_pipeline(config, data_root, metadata_connection_config=metadata_config(config))
-    if runner == "beam":
-        tfx.orchestration.experimental.BeamDagRunner().run(pipeline)
-    else:
-        tfx.orchestration.LocalDagRunner().run(pipeline)
+    with _tfx_argv():
+        if runner == "beam":
+            tfx.orchestration.experimental.BeamDagRunner().run(pipeline)
+        else:
+            tfx.orchestration.LocalDagRunner().run(pipeline)
     return summarize(config)
 
 
 def ingest(config: PipelineConfig, data_root: str) -> tuple[str, dict[str, dict[str, int]]]:
     """Runs ExampleGen alone; returns (Examples directory, counts per split)."""
     os.makedirs(config.output_dir, exist_ok=True)
-    tfx.orchestration.LocalDagRunner().run(
-        create_ingest_pipeline(config, data_root, metadata_connection_config=metadata_config(config))
-    )
+    with _tfx_argv():
+        tfx.orchestration.LocalDagRunner().run(
+            create_ingest_pipeline(config, data_root, metadata_connection_config=metadata_config(config))
+        )
     store = metadata_store.MetadataStore(metadata_config(config))
     examples = max(store.get_artifacts_by_type("Examples"), key=lambda artifact: artifact.id)
     return examples.uri, ingest_counts(examples.uri)
@@ -125,4 +143,9 @@ def summarize(config: PipelineConfig) -> RunSummary:
         blessing_reasons=blessing["reasons"],
         pushed_model_dir=pushed.custom_properties["pushed_destination"].string_value if was_pushed else None,
         ingest_summary=ingest_counts(raw_examples.uri),
+        data_profile=_existing(os.path.join(newest("ModelRun").uri, "data_profile.png")),
     )
+
+
+def _existing(path: str) -> str | None:
+    return path if os.path.exists(path) else None

@@ -91,3 +91,37 @@ def test_pushed_model_loads_in_a_fresh_process_and_detects(pipeline_run, small_v
     for x0, y0, x1, y1 in result["boxes"]:  # in the original image's pixels
         assert 0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height
     assert set(result["names"]) <= set(config_lib.demo().data.class_names)
+
+
+def _data_bytes(artifact_glob):
+    """Bytes of the example files (Split-*/) of the newest artefact matching the glob."""
+    artifact = max(glob.glob(artifact_glob), key=lambda path: int(os.path.basename(path)))
+    return sum(os.path.getsize(path) for path in glob.glob(os.path.join(artifact, "Split-*", "*")))
+
+
+@pytest.mark.e2e
+def test_transformed_examples_stay_compact(pipeline_run):
+    """Images stay encoded: Transform's output is within 1.2x ExampleGen's."""
+    config, _ = pipeline_run
+    raw = _data_bytes(os.path.join(config.pipeline_root, "FileBasedExampleGen", "examples", "*"))
+    transformed = _data_bytes(os.path.join(config.pipeline_root, "Transform", "transformed_examples", "*"))
+    assert raw > 0 and transformed <= 1.2 * raw, (transformed, raw)
+
+
+@pytest.mark.e2e
+def test_data_profile_comes_from_transform_analyzers(pipeline_run, small_voc_root):
+    _, summary = pipeline_run
+    assert summary.data_profile and os.path.exists(summary.data_profile)
+    with open(os.path.join(os.path.dirname(summary.data_profile), "data_profile.json")) as handle:
+        profile = json.load(handle)
+    from components import voc_format
+
+    expected = {}
+    for split in ("train", "val"):  # Transform analyses the training splits
+        with open(os.path.join(small_voc_root, "VOC2007", "ImageSets", "Main", f"{split}.txt")) as handle:
+            for image_id in handle.read().split():
+                with open(os.path.join(small_voc_root, "VOC2007", "Annotations", f"{image_id}.xml"), "rb") as xml:
+                    for obj in voc_format.parse_annotation_xml(xml.read()).objects:
+                        expected[obj.name] = expected.get(obj.name, 0) + 1
+    assert profile["histograms"]["class_objects"] == expected
+    assert profile["anchors"]["boxes"] == sum(expected.values())

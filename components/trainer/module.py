@@ -14,7 +14,7 @@ import sys
 import keras
 import tensorflow_transform as tft
 
-from components.trainer import distribution, input_pipeline, model as model_lib, serving
+from components.trainer import data_profile, distribution, input_pipeline, model as model_lib, serving
 
 _logger = logging.getLogger(__name__)
 
@@ -24,6 +24,8 @@ def run_fn(fn_args) -> None:
     from pipeline.config import PipelineConfig
 
     config = PipelineConfig.from_custom_config(fn_args.custom_config)
+    tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
+    _profile_data(tf_transform_output, config, fn_args.model_run_dir)
     strategy = distribution.choose_strategy()
     global_batch_size = config.train.batch_size_per_replica * strategy.num_replicas_in_sync
 
@@ -61,9 +63,26 @@ def run_fn(fn_args) -> None:
 
     serving.export_serving_model(
         model,
-        tft.TFTransformOutput(fn_args.transform_output),
+        tf_transform_output,
         config.model,
         config.data.class_names,
         fn_args.serving_model_dir,
     )
     _logger.info("Serving model written to %s", fn_args.serving_model_dir)
+
+
+def _profile_data(tf_transform_output, config, model_run_dir: str) -> None:
+    """Writes Transform's dataset histograms beside the TensorBoard logs; warns when anchors do not fit."""
+    histograms = data_profile.read_histograms(tf_transform_output)
+    anchors = data_profile.anchor_report(histograms, config.model.anchor_size)
+    path = data_profile.write_profile(histograms, anchors, model_run_dir)
+    _logger.info("Dataset profile (objects per class, box sizes vs anchors): %s", path)
+    if anchors["fraction_below_smallest_anchor"] > 0.1:
+        _logger.warning(
+            "%d of %d boxes (%.0f%%) are smaller than the smallest anchor (%.0f px at the model's input) can match; "
+            "consider a smaller model.anchor_size or a larger model.image_size",
+            anchors["boxes_below_smallest_anchor"],
+            anchors["boxes"],
+            100 * anchors["fraction_below_smallest_anchor"],
+            anchors["smallest_anchor_px"],
+        )
