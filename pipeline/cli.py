@@ -92,6 +92,7 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
         "(e.g. VOC2007 and VOC2012). Default: the generated sample",
     )
     parser.add_argument("--spans", action="store_true", help="--data is one root laid out as span-<N>/...; use the newest span")
+    parser.add_argument("--labels", help="class names, one a line in id order (default: config data.class_names)")
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -123,6 +124,8 @@ def config_from_args(args: argparse.Namespace) -> config_lib.PipelineConfig:
         overrides.setdefault("data", {})["data_dirs"] = args.data
     if args.spans:
         overrides.setdefault("data", {})["spans"] = True
+    if args.labels:
+        overrides.setdefault("data", {})["labels_file"] = args.labels
     return config_lib.load(args.preset, args.config, overrides)
 
 
@@ -150,7 +153,13 @@ def prepare_data_root(config: config_lib.PipelineConfig) -> tuple[config_lib.Pip
             print(f"vocdet: sample data in {os.path.abspath(config.sample_dir)} ({spec.num_images} images)", flush=True)
         root = os.path.abspath(os.path.join(config.output_dir, "data-root"))
         data_format = data_layout.make_data_root(data_dirs, root)
-    return config.with_overrides({"data": {"format": data_format}}), root
+    if config.data.labels_file:
+        class_names = data_layout.read_labels_file(config.data.labels_file)
+    elif config.data.class_names:
+        class_names = config.data.class_names
+    else:
+        class_names = data_layout.class_names_from_data(root, data_format)
+    return config.with_overrides({"data": {"format": data_format, "class_names": class_names}}), root
 
 
 def _make_sample(args: argparse.Namespace) -> int:

@@ -20,17 +20,8 @@ import yaml
 
 from components import voc_format
 
-BOUNDING_BOX_FORMATS = (
-    "xyxy",
-    "yxyx",
-    "xywh",
-    "center_xywh",
-    "center_yxhw",
-    "rel_xyxy",
-    "rel_yxyx",
-    "rel_xywh",
-    "rel_center_xywh",
-)
+# KerasCV's bounding box formats (keras_cv.bounding_box.convert_format).
+BOUNDING_BOX_FORMATS = ("xyxy", "yxyx", "xywh", "center_xywh", "center_yxhw", "rel_xyxy", "rel_yxyx", "rel_xywh")
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "csp_darknet_tiny", "csp_darknet_s")
 BLESSING_METRICS = ("coco/AP", "coco/AP50", "coco/AP75")
 
@@ -54,7 +45,11 @@ class DataConfig:
     span_range: list[int] = dataclasses.field(default_factory=list)
     # Fail the run when any record is rejected, instead of reporting it.
     strict: bool = False
+    # Class names in id order. Empty: taken from the data (a tfds build's labels
+    # file, or the sorted names found in the VOC annotations). labels_file, one
+    # name a line, overrides both.
     class_names: list[str] = dataclasses.field(default_factory=lambda: list(voc_format.VOC_CLASSES))
+    labels_file: str = ""
     # Size of the generated sample dataset, used when data_dirs is empty.
     sample_images: int = 240
     sample_seed: int = 0
@@ -69,8 +64,8 @@ class DataConfig:
             raise ValueError(f"data.format must be 'voc' or 'tfds', got {self.format!r}")
         if self.span_range and (len(self.span_range) != 2 or self.span_range[0] > self.span_range[1] or not self.spans):
             raise ValueError("data.span_range must be [first, last] and needs data.spans")
-        if len(set(self.class_names)) != len(self.class_names) or not self.class_names:
-            raise ValueError("data: class_names must be non-empty and unique")
+        if len(set(self.class_names)) != len(self.class_names):
+            raise ValueError("data: class_names must be unique")
 
 
 @dataclasses.dataclass

@@ -92,6 +92,36 @@ def _link(target: str, link: str) -> None:
         os.symlink(target, link)
 
 
+def class_names_from_data(data_root: str, data_format: str) -> list[str]:
+    """The class list the data carries: tfds's labels file, or the names in the VOC annotations."""
+    from components import voc_format
+
+    if data_format == TFDS:
+        labels = sorted(glob.glob(os.path.join(data_root, "*", "*", "objects-label.labels.txt")))
+        if not labels:
+            raise DataLayoutError(f"{data_root}: tfds build without objects-label.labels.txt")
+        return read_labels_file(labels[0])
+    names = set()
+    for path in glob.glob(os.path.join(data_root, "*", "VOC*", voc_format.ANNOTATIONS_DIR, "*.xml")):
+        with open(path, "rb") as handle:
+            try:
+                names.update(obj.name for obj in voc_format.parse_annotation_xml(handle.read(), source=path).objects)
+            except voc_format.VocFormatError:
+                continue  # ExampleGen rejects and reports it
+    if not names:
+        raise DataLayoutError(f"{data_root}: no object names in the annotations; give data.labels_file")
+    return sorted(names)
+
+
+def read_labels_file(path: str) -> list[str]:
+    """One class name a line, in id order (tfds's *.labels.txt format)."""
+    with open(path) as handle:
+        names = [line.strip() for line in handle if line.strip()]
+    if not names:
+        raise DataLayoutError(f"{path}: labels file is empty")
+    return names
+
+
 def split_pattern(data_format: str, split: str, year: str = "*", spans: bool = False) -> str:
     """The ExampleGen input pattern, relative to the data root, for one split."""
     group = SPAN_GROUP if spans else "*"

@@ -41,3 +41,9 @@ def test_config_backbones_are_the_ones_the_trainer_builds():
 def test_learning_rate_scales_with_global_batch():
     train = config_lib.TrainConfig(base_learning_rate=0.01)
     assert train.learning_rate(64) == pytest.approx(0.04)
+
+
+def test_bounding_box_formats_are_kerascvs():
+    from keras_cv.src.bounding_box import converters
+
+    assert set(config_lib.BOUNDING_BOX_FORMATS) == set(converters.FROM_XYXY_CONVERTERS) == set(converters.TO_XYXY_CONVERTERS)

@@ -46,3 +46,22 @@ def test_data_root_combines_folders_and_patterns_match_them(small_voc_root, tmp_
 def test_span_patterns_use_tfx_span_placeholder():
     assert data_layout.split_pattern("voc", "validation", spans=True) == "span-{SPAN}/VOC*/ImageSets/Main/val.txt"
     assert data_layout.split_pattern("tfds", "test", year="2007") == "*/2007/voc-test.tfrecord*"
+
+
+def test_custom_dataset_class_list_comes_from_annotations_or_labels_file(tmp_path):
+    from components import voc_format
+
+    voc = tmp_path / "custom" / "VOC2024" / "Annotations"
+    voc.mkdir(parents=True)
+    for index, names in enumerate((["widget", "gadget"], ["widget"])):
+        annotation = voc_format.VocAnnotation(
+            filename=f"{index}.jpg", width=10, height=10, objects=tuple(voc_format.VocObject(n, 1, 1, 5, 5) for n in names)
+        )
+        (voc / f"{index}.xml").write_text(voc_format.annotation_to_xml(annotation))
+    root = str(tmp_path / "root")
+    data_format = data_layout.make_data_root([str(tmp_path / "custom")], root)
+    assert data_layout.class_names_from_data(root, data_format) == ["gadget", "widget"]
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("widget\ngadget\n")
+    assert data_layout.read_labels_file(str(labels)) == ["widget", "gadget"]

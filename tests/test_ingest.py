@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import features
+from components import features, voc_format
 from pipeline import cli
 
 pytestmark = pytest.mark.e2e
@@ -83,6 +83,8 @@ def test_bad_records_are_counted_reported_and_strict_fails(small_voc_root, tmp_p
 
     examples_uri, out = _ingest(capsys, "--data", str(data), "--output", str(tmp_path / "out"))
     assert f"train: {len(train_ids) - 3} examples (0 repaired, 3 rejected)" in out
+    with open(os.path.join(examples_uri, "objects-label.labels.txt")) as handle:  # the class list travels with the data
+        assert handle.read().split() == list(voc_format.VOC_CLASSES)
     with open(os.path.join(examples_uri, "ingest_report", "records-train.jsonl")) as handle:
         rows = [json.loads(line) for line in handle]
     rejected = {os.path.basename(row["file"]): row["reasons"] for row in rows if row["status"] == "rejected"}

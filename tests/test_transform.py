@@ -112,3 +112,10 @@ def test_preprocessing_fn_edge_cases(bounding_box_format):
         np.testing.assert_allclose(np.reshape(row[features.BOXES], (-1, 4)), expected, rtol=1e-5, atol=1e-3)
         assert list(row[features.CLASSES]) == list(np.arange(len(boxes)) % 20)
         assert list(row[features.DIFFICULT]) == list((np.arange(len(boxes)) % 7 == 0).astype(int))
+
+
+def test_bucket_quantiles():
+    from components.trainer.data_profile import bucket_quantiles
+
+    histogram = {"0-8px": 10, "8-16px": 40, "16-32px": 40, "32-64px": 10}
+    assert bucket_quantiles(histogram) == {"p10": "0-8px", "p25": "8-16px", "p50": "8-16px", "p75": "16-32px", "p90": "16-32px"}

@@ -76,8 +76,9 @@ def write_profile(histograms: dict[str, dict[str, int]], anchor: dict, directory
     labelled = readable(histograms)
     os.makedirs(directory, exist_ok=True)
     json_path = os.path.join(directory, PROFILE_JSON)
+    quantiles = {name: bucket_quantiles(labelled[name]) for name in ("box_width", "box_height", "box_scale", "box_aspect")}
     with open(json_path, "w") as handle:
-        json.dump({"histograms": labelled, "anchors": anchor}, handle, indent=2)
+        json.dump({"histograms": labelled, "quantiles": quantiles, "anchors": anchor}, handle, indent=2)
     figure, axes = plt.subplots(2, 2, figsize=(11, 7))
     panels = [
         ("class_objects", "objects per class"),
@@ -94,6 +95,20 @@ def write_profile(histograms: dict[str, dict[str, int]], anchor: dict, directory
     figure.savefig(os.path.join(directory, PROFILE_PNG), dpi=90)
     plt.close(figure)
     return json_path
+
+
+def bucket_quantiles(histogram: dict[str, int], levels=(0.1, 0.25, 0.5, 0.75, 0.9)) -> dict[str, str]:
+    """The bucket each quantile falls in ({"p50": "16-32px", ...}), at the histogram's resolution."""
+    total = sum(histogram.values())
+    result, cumulative = {}, 0
+    buckets = iter(histogram.items())
+    label = None
+    for level in levels:
+        while cumulative < level * total:
+            label, count = next(buckets)
+            cumulative += count
+        result[f"p{round(level * 100)}"] = label
+    return result
 
 
 _SIZE_EDGES = (0.0,) + transform.SIZE_BUCKET_EDGES + (math.inf,)

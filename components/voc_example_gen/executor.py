@@ -34,6 +34,8 @@ _logger = logging.getLogger(__name__)
 
 REPORT_DIR = "ingest_report"
 SUMMARY_FILE = "summary.json"
+# Like tfds's objects-label.labels.txt: one class name a line, in id order.
+LABELS_FILE = "objects-label.labels.txt"
 CLASS_NAMES_KEY = "class_names"
 STRICT_KEY = "strict"
 _REPORT_URI_KEY = "_vocdet_report_uri"
@@ -142,6 +144,12 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         exec_properties = dict(exec_properties, **{_REPORT_URI_KEY: examples.uri})
         strict = bool(read_custom_config(exec_properties).get(STRICT_KEY, False))
         super().Do(input_dict, output_dict, exec_properties)
+
+        # The class list travels with the data: ids in the examples index this file.
+        class_names = read_custom_config(exec_properties)[CLASS_NAMES_KEY]
+        with tf.io.gfile.GFile(os.path.join(examples.uri, LABELS_FILE), "w") as handle:
+            handle.write("".join(f"{name}\n" for name in class_names))
+        examples.set_string_custom_property(CLASS_NAMES_KEY, ",".join(class_names))
 
         report_dir = os.path.join(examples.uri, REPORT_DIR)
         summary = summarize_report(report_dir)
