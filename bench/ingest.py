@@ -15,7 +15,14 @@ import shutil
 import tempfile
 import time
 
+import tensorflow as tf
+import yaml
+
+from components import voc_format
+from components.voc_example_gen import convert
 from pipeline import cli, sample_data
+
+MULTI_PROCESS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 
 NUM_IMAGES = int(os.environ.get("BENCH_INGEST_IMAGES", "2000"))
 
@@ -37,11 +44,28 @@ def main() -> None:
         read_rate = NUM_IMAGES / (time.perf_counter() - started)
 
         started = time.perf_counter()
-        assert cli.main(["ingest", "--data", work, "--output", os.path.join(work, "out")]) == 0
-        ingest_rate = NUM_IMAGES / (time.perf_counter() - started)
+        with tf.io.TFRecordWriter(os.path.join(work, "plain.tfrecord.gz"), options="GZIP") as writer:
+            for image_id in convert.read_image_set(os.path.join(voc_dir, "ImageSets", "Main", "trainval.txt")) + (
+                convert.read_image_set(os.path.join(voc_dir, "ImageSets", "Main", "test.txt"))
+            ):
+                writer.write(convert.convert_record(voc_dir, image_id, voc_format.VOC_CLASSES).example.SerializeToString())
+        plain_rate = NUM_IMAGES / (time.perf_counter() - started)
 
-        print(f"ingest: reference (read files, 1 process): {read_rate:8.0f} images/s ({total_bytes / 2**20:.0f} MiB)")
-        print(f"ingest: vocdet ExampleGen (Beam DirectRunner): {ingest_rate:8.0f} images/s")
-        print(f"ingest: ratio vocdet / reference = {ingest_rate / read_rate:.3f}")
+        rates = {}
+        for mode, config in (("in_memory", {}), ("multi_processing, 2 workers", {"beam_pipeline_args": MULTI_PROCESS})):
+            config_path = os.path.join(work, "beam.yaml")
+            with open(config_path, "w") as handle:
+                yaml.safe_dump(config, handle)
+            started = time.perf_counter()
+            out = os.path.join(work, f"out-{len(rates)}")
+            assert cli.main(["ingest", "--data", work, "--output", out, "--config", config_path]) == 0
+            rates[mode] = NUM_IMAGES / (time.perf_counter() - started)
+
+        print(f"ingest: reference, read the files (1 process):        {read_rate:8.0f} images/s ({total_bytes / 2**20:.0f} MiB)")
+        print(f"ingest: convert + gzip TFRecord, no Beam (1 process): {plain_rate:8.0f} images/s")
+        for mode, rate in rates.items():
+            print(f"ingest: vocdet ingest, Beam DirectRunner {mode}: {rate:8.0f} images/s (TFX start-up included)")
+        best = max(rates.values())
+        print(f"ingest: ratio vocdet / reading = {best / read_rate:.4f}; vocdet / plain conversion = {best / plain_rate:.2f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -81,6 +81,12 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--config", help="YAML file of config overrides")
     ingest.add_argument("--verbose", action="store_true", help="show every TFX and Beam log line")
     ingest.set_defaults(handler=_ingest)
+
+    evaluate = commands.add_parser("evaluate", help="score COCO-format detections: COCO and VOC mAP, per class, report")
+    evaluate.add_argument("--gt", required=True, help="COCO ground truth JSON (images, annotations, categories)")
+    evaluate.add_argument("--dt", required=True, help="COCO results JSON (a list of image_id, category_id, bbox, score)")
+    evaluate.add_argument("--out", default="evaluation", help="where metrics.json, report.md and the PR curves go")
+    evaluate.set_defaults(handler=_evaluate)
     return parser
 
 
@@ -203,6 +209,24 @@ def _ingest(args: argparse.Namespace) -> int:
     print(f"  examples: {examples_uri}")
     for line in local_runner.count_lines(counts):
         print(f"  {line}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from components.coco_evaluator import coco_files, report, scoring
+
+    try:
+        ground_truth, detections, class_names = coco_files.load(args.gt, args.dt)
+    except coco_files.CocoFileError as error:
+        raise UsageError(str(error)) from None
+    scores, curves = scoring.score(ground_truth, detections, class_names)
+    report.write_report(args.out, scores, curves, num_images=len(ground_truth["images"]))
+    metrics = scores["metrics"]
+    print(
+        f"COCO mAP@[.5:.95] {metrics['coco/AP']:.4f}, mAP@0.5 {metrics['coco/AP50']:.4f}, "
+        f"VOC2007 mAP@0.5 {metrics['voc/mAP50_11point']:.4f} on {len(ground_truth['images'])} images"
+    )
+    print(f"report: {os.path.join(args.out, report.REPORT_FILE)}")
     return 0
 
 

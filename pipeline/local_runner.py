@@ -35,8 +35,9 @@ class RunSummary:
 
     def lines(self) -> list[str]:
         lines = [
-            f"evaluation: COCO mAP@[.5:.95] {self.metrics['coco/AP']:.3f}, mAP@0.5 {self.metrics['coco/AP50']:.3f} "
-            f"on {self.num_eval_images} images ({self.evaluation_dir})",
+            f"evaluation: COCO mAP@[.5:.95] {self.metrics['coco/AP']:.3f}, mAP@0.5 {self.metrics['coco/AP50']:.3f}, "
+            f"VOC2007 mAP@0.5 {self.metrics['voc/mAP50_11point']:.3f} on {self.num_eval_images} images",
+            f"report: {os.path.join(self.evaluation_dir, 'report.md')} (per-class AP, PR curves, gallery)",
             f"blessed: {'yes' if self.blessed else 'no'} ({'; '.join(self.blessing_reasons)})",
             f"pushed model: {self.pushed_model_dir}" if self.pushed_model_dir else "pushed model: none (not blessed)",
         ]

@@ -37,6 +37,7 @@ def _random_case(seed, num_images=12, num_classes=5):
             annotations.append(coco_metrics.annotation(image_id, len(annotations) + 1, class_id, box, rng.random() < 0.1))
             if rng.random() < 0.8:  # a jittered, sometimes misclassified detection
                 jitter = np.array(box) + rng.normal(0, 6, 4)
+                jitter = np.concatenate([np.minimum(jitter[:2], jitter[2:]), np.maximum(jitter[:2], jitter[2:])])
                 predicted = class_id if rng.random() < 0.8 else int(rng.integers(num_classes))
                 detections += coco_metrics.detections_for_image(image_id, [jitter], [predicted], [rng.random()])
         for _ in range(int(rng.integers(0, 3))):  # false positives

@@ -125,3 +125,22 @@ def test_data_profile_comes_from_transform_analyzers(pipeline_run, small_voc_roo
                         expected[obj.name] = expected.get(obj.name, 0) + 1
     assert profile["histograms"]["class_objects"] == expected
     assert profile["anchors"]["boxes"] == sum(expected.values())
+
+
+@pytest.mark.e2e
+def test_evaluation_report_is_complete(pipeline_run):
+    from components.coco_evaluator import report
+
+    _, summary = pipeline_run
+    with open(os.path.join(summary.evaluation_dir, report.METRICS_FILE)) as handle:
+        metrics = json.load(handle)
+    assert 0.0 <= metrics["metrics"]["voc/mAP50_11point"] <= 1.0
+    assert set(metrics["per_class"]) == set(config_lib.demo().data.class_names)
+    with open(os.path.join(summary.evaluation_dir, report.REPORT_FILE)) as handle:
+        text = handle.read()
+    assert "COCO mAP@[.5:.95]" in text and "| aeroplane |" in text and "blessed" in text
+    from PIL import Image
+
+    for name in (report.PR_CURVES_FILE, report.GALLERY_FILE):
+        with Image.open(os.path.join(summary.evaluation_dir, name)) as picture:
+            assert picture.width > 300 and picture.height > 200

@@ -56,7 +56,8 @@ def test_low_iou_is_false_positive_and_missed_objects_cap_recall():
 
 def test_mean_skips_classes_without_objects_and_scores_missing_detections_zero():
     ground_truth = {0: _gt([(BOX, False)]), 1: _gt([(FAR, False)])}
-    result = voc_metrics.evaluate(ground_truth, {0: [(1, 0.9, BOX)]}, ["cat", "dog", "cow"])
+    result, curves = voc_metrics.evaluate(ground_truth, {0: [(1, 0.9, BOX)]}, ["cat", "dog", "cow"])
+    assert set(curves) == {"cat", "dog"}
     assert set(result["per_class"]) == {"cat", "dog"}
     assert result["per_class"]["cat"]["AP50_area"] == pytest.approx(1.0)
     assert result["per_class"]["dog"]["AP50_area"] == 0.0

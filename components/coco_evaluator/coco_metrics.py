@@ -44,6 +44,30 @@ def coco_ground_truth(images: list[dict], annotations: list[dict], class_names: 
 
 def evaluate(ground_truth: dict, detections: list[dict]) -> dict[str, float]:
     """COCOeval's 12 summary numbers, keyed by METRIC_NAMES (-1 where undefined, as COCOeval)."""
+    return summary(run_cocoeval(ground_truth, detections))
+
+
+def summary(evaluator: COCOeval) -> dict[str, float]:
+    return {name: float(value) for name, value in zip(METRIC_NAMES, evaluator.stats)}
+
+
+def per_class(evaluator: COCOeval, class_names: list[str]) -> dict[str, dict[str, float]]:
+    """COCO AP@[.5:.95] and AP50 for each class, from COCOeval's own precision array (-1: no objects)."""
+    # precision: [IoU thresholds, recall levels, categories, area ranges (0: all), max dets (2: 100)]
+    precision = evaluator.eval["precision"]
+    result = {}
+    for index, category_id in enumerate(evaluator.params.catIds):
+        curve = precision[:, :, index, 0, 2]
+        at_50 = curve[0]
+        result[class_names[category_id - 1]] = {
+            "AP": float(curve[curve > -1].mean()) if (curve > -1).any() else -1.0,
+            "AP50": float(at_50[at_50 > -1].mean()) if (at_50 > -1).any() else -1.0,
+        }
+    return result
+
+
+def run_cocoeval(ground_truth: dict, detections: list[dict]) -> COCOeval:
+    """COCOeval after evaluate, accumulate and summarize (its printing silenced)."""
     coco_gt = _load_coco(ground_truth)
     if detections:
         with contextlib.redirect_stdout(io.StringIO()):
@@ -56,7 +80,7 @@ def evaluate(ground_truth: dict, detections: list[dict]) -> dict[str, float]:
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return {name: float(value) for name, value in zip(METRIC_NAMES, evaluator.stats)}
+    return evaluator
 
 
 def _load_coco(dataset: dict) -> COCO:

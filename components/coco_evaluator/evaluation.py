@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from components import features
-from components.coco_evaluator import coco_metrics
+from components.coco_evaluator import coco_metrics, report, scoring
 
 _logger = logging.getLogger(__name__)
 
@@ -78,28 +78,62 @@ def ground_truth(images: list[EvalImage], class_names: list[str]) -> dict:
     return coco_metrics.coco_ground_truth(coco_images, annotations, class_names)
 
 
-def detect(saved_model_dir: str, images: list[EvalImage], batch_size: int) -> list[dict]:
-    """COCO result entries from the serving signature, batch by batch."""
+@dataclasses.dataclass
+class ImageDetections:
+    """The serving signature's valid detections for one image, pixel xyxy."""
+
+    boxes: np.ndarray
+    classes: np.ndarray
+    scores: np.ndarray
+
+
+def detect(saved_model_dir: str, images: list[EvalImage], batch_size: int) -> list[ImageDetections]:
+    """Runs the serving signature over the images, batch by batch."""
     serving_fn = tf.saved_model.load(saved_model_dir).signatures["serving_default"]
-    detections = []
+    results = []
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]
         outputs = serving_fn(images=tf.constant([image.encoded for image in batch]))
-        for row, image in enumerate(batch):
+        for row in range(len(batch)):
             count = int(outputs["num_detections"][row])
-            detections.extend(
-                coco_metrics.detections_for_image(
-                    image.image_id,
-                    outputs["detection_boxes"][row, :count].numpy(),
-                    outputs["detection_classes"][row, :count].numpy(),
-                    outputs["detection_scores"][row, :count].numpy(),
+            results.append(
+                ImageDetections(
+                    boxes=outputs["detection_boxes"][row, :count].numpy(),
+                    classes=outputs["detection_classes"][row, :count].numpy(),
+                    scores=outputs["detection_scores"][row, :count].numpy(),
                 )
             )
         _logger.info("evaluated %d/%d images", min(start + batch_size, len(images)), len(images))
-    return detections
+    return results
 
 
-def evaluate_saved_model(saved_model_dir: str, images: list[EvalImage], class_names: list[str], batch_size: int) -> dict:
-    """COCO metrics of one serving model on the eval images, as `coco/<name>` keys."""
-    metrics = coco_metrics.evaluate(ground_truth(images, class_names), detect(saved_model_dir, images, batch_size))
-    return {f"coco/{name}": value for name, value in metrics.items()}
+def coco_results(images: list[EvalImage], detections: list[ImageDetections]) -> list[dict]:
+    entries = []
+    for image, found in zip(images, detections):
+        entries.extend(coco_metrics.detections_for_image(image.image_id, found.boxes, found.classes, found.scores))
+    return entries
+
+
+def evaluate_saved_model(saved_model_dir: str, images: list[EvalImage], class_names: list[str], batch_size: int):
+    """(scores, precision-recall curves, per-image detections) of one serving model."""
+    detections = detect(saved_model_dir, images, batch_size)
+    scores, curves = scoring.score(ground_truth(images, class_names), coco_results(images, detections), class_names)
+    return scores, curves, detections
+
+
+def gallery(
+    images: list[EvalImage], detections: list[ImageDetections], class_names: list[str], min_score: float, count: int = 6
+) -> list[report.GalleryImage]:
+    """The first `count` eval images with their ground truth and confident predictions."""
+    return [
+        report.GalleryImage(
+            encoded=image.encoded,
+            truth=[(list(box), class_names[int(c)]) for box, c in zip(image.boxes_xyxy, image.classes)],
+            predictions=[
+                (list(box), class_names[int(c)], float(score))
+                for box, c, score in zip(found.boxes, found.classes, found.scores)
+                if score >= min_score and c >= 0
+            ],
+        )
+        for image, found in list(zip(images, detections))[:count]
+    ]

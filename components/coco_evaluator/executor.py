@@ -18,7 +18,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components.coco_evaluator import blessing, evaluation
+from components.coco_evaluator import blessing, evaluation, report
 
 _logger = logging.getLogger(__name__)
 
@@ -29,7 +29,6 @@ EVALUATION_KEY = "evaluation"
 BLESSING_KEY = "blessing"
 CUSTOM_CONFIG_KEY = "custom_config"
 
-METRICS_FILE = "metrics.json"
 BLESSING_FILE = "blessing.json"
 
 
@@ -49,9 +48,14 @@ class Executor(base_executor.BaseExecutor):
         images = evaluation.load_eval_images(os.path.join(eval_uri, "*"))
         class_names = config.data.class_names
         batch_size = config.eval.batch_size
-        metrics = evaluation.evaluate_saved_model(path_utils.serving_model_path(model.uri), images, class_names, batch_size)
+        scores, curves, detections = evaluation.evaluate_saved_model(
+            path_utils.serving_model_path(model.uri), images, class_names, batch_size
+        )
+        metrics = scores["metrics"]
         baseline_metrics = (
-            evaluation.evaluate_saved_model(path_utils.serving_model_path(baseline.uri), images, class_names, batch_size)
+            evaluation.evaluate_saved_model(path_utils.serving_model_path(baseline.uri), images, class_names, batch_size)[0][
+                "metrics"
+            ]
             if baseline
             else None
         )
@@ -64,11 +68,15 @@ class Executor(base_executor.BaseExecutor):
             config.eval.max_regression,
         )
 
-        _write_json(os.path.join(evaluation_artifact.uri, METRICS_FILE), {
-            "num_images": len(images),
-            "metrics": metrics,
-            "baseline_metrics": baseline_metrics,
-        })
+        report.write_report(
+            evaluation_artifact.uri,
+            scores,
+            curves,
+            num_images=len(images),
+            decision=decision.to_dict(),
+            baseline_metrics=baseline_metrics,
+            gallery=evaluation.gallery(images, detections, class_names, config.model.display_confidence_threshold),
+        )
         _write_json(os.path.join(evaluation_artifact.uri, BLESSING_FILE), decision.to_dict())
         _write_json(os.path.join(blessing_artifact.uri, BLESSING_FILE), decision.to_dict())
         with tf.io.gfile.GFile(
@@ -86,9 +94,10 @@ class Executor(base_executor.BaseExecutor):
             blessing_artifact.set_string_custom_property("baseline_model", baseline.uri)
             blessing_artifact.set_int_custom_property("baseline_model_id", baseline.id)
         _logger.info(
-            "COCO AP %.4f, AP50 %.4f on %d images; %s: %s",
+            "COCO AP %.4f, AP50 %.4f, VOC mAP50 %.4f on %d images; %s: %s",
             metrics["coco/AP"],
             metrics["coco/AP50"],
+            metrics["voc/mAP50_11point"],
             len(images),
             "blessed" if decision.blessed else "not blessed",
             "; ".join(decision.reasons),

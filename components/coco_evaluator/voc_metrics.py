@@ -75,28 +75,33 @@ def class_curve(ground_truth: dict, detections: list[tuple], iou_threshold: floa
     return recall, precision, positives
 
 
-def evaluate(ground_truth: dict, detections: dict, class_names: list[str]) -> dict:
+def evaluate(ground_truth: dict, detections: dict, class_names: list[str]) -> tuple[dict, dict]:
     """VOC AP50 per class with both averaging methods, and their means over classes with objects.
 
     Args:
       ground_truth: class id -> image id -> (boxes [n, 4] xyxy, difficult [n] bool).
       detections: class id -> list of (image id, score, box xyxy).
+
+    Returns:
+      (results, curves): the numbers, and class name -> (recall, precision) arrays.
     """
-    per_class = {}
+    per_class, curves = {}, {}
     for class_id, name in enumerate(class_names):
         recall, precision, positives = class_curve(ground_truth.get(class_id, {}), detections.get(class_id, []))
         if positives == 0:
             continue  # VOC ignores classes with no (non-difficult) objects
+        curves[name] = (recall, precision)
         per_class[name] = {
             "objects": positives,
             "AP50_11point": average_precision(recall, precision, "11point") if len(recall) else 0.0,
             "AP50_area": average_precision(recall, precision, "area") if len(recall) else 0.0,
         }
-    return {
+    results = {
         "mAP50_11point": float(np.mean([c["AP50_11point"] for c in per_class.values()])) if per_class else 0.0,
         "mAP50_area": float(np.mean([c["AP50_area"] for c in per_class.values()])) if per_class else 0.0,
         "per_class": per_class,
     }
+    return results, curves
 
 
 def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:

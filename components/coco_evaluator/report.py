@@ -1,0 +1,148 @@
+"""The evaluation artefact a person reads: metrics.json, report.md and two pictures.
+
+- `metrics.json`: every number (COCO's 12, VOC mAP50 both ways, per class);
+- `report.md`: the headline numbers, the blessing decision and the per-class table;
+- `pr_curves.png`: VOC precision-recall curve (IoU 0.5) for every class;
+- `gallery.png`: eval images with ground truth (green) and predictions (red,
+  with class name and score) drawn, the guide's `plot_bounding_box_gallery` view.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import math
+import os
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+METRICS_FILE = "metrics.json"
+REPORT_FILE = "report.md"
+PR_CURVES_FILE = "pr_curves.png"
+GALLERY_FILE = "gallery.png"
+
+HEADLINE = (
+    ("coco/AP", "COCO mAP@[.5:.95]"),
+    ("coco/AP50", "COCO mAP@0.5"),
+    ("coco/AP75", "COCO mAP@0.75"),
+    ("coco/APs", "COCO AP small"),
+    ("coco/APm", "COCO AP medium"),
+    ("coco/APl", "COCO AP large"),
+    ("coco/AR100", "COCO AR@100"),
+    ("voc/mAP50_11point", "VOC2007 mAP@0.5 (11-point)"),
+    ("voc/mAP50_area", "VOC2010+ mAP@0.5 (area)"),
+)
+
+
+@dataclasses.dataclass
+class GalleryImage:
+    """One image to draw: encoded bytes, ground truth and predictions in pixel xyxy."""
+
+    encoded: bytes
+    truth: list[tuple[list[float], str]]
+    predictions: list[tuple[list[float], str, float]]
+
+
+def write_report(
+    directory: str,
+    scores: dict,
+    curves: dict,
+    num_images: int,
+    decision: dict | None = None,
+    baseline_metrics: dict | None = None,
+    gallery: list[GalleryImage] | None = None,
+) -> None:
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, METRICS_FILE), "w") as handle:
+        json.dump({"num_images": num_images, **scores, "baseline_metrics": baseline_metrics}, handle, indent=2, sort_keys=True)
+    with open(os.path.join(directory, REPORT_FILE), "w") as handle:
+        handle.write(markdown(scores, num_images, decision, baseline_metrics, has_gallery=bool(gallery)))
+    plot_pr_curves(curves, os.path.join(directory, PR_CURVES_FILE))
+    if gallery:
+        draw_gallery(gallery, os.path.join(directory, GALLERY_FILE))
+
+
+def markdown(scores: dict, num_images: int, decision: dict | None, baseline: dict | None, has_gallery: bool) -> str:
+    metrics = scores["metrics"]
+    lines = [f"# Evaluation on {num_images} images", ""]
+    if decision is not None:
+        verdict = "**blessed**" if decision["blessed"] else "**not blessed**"
+        lines += [f"Model {verdict}: " + "; ".join(decision["reasons"]) + ".", ""]
+    lines += ["| metric | value |" + (" baseline |" if baseline else ""), "|---|---|" + ("---|" if baseline else "")]
+    for key, label in HEADLINE:
+        row = f"| {label} | {metrics[key]:.4f} |"
+        if baseline:
+            row += f" {baseline.get(key, float('nan')):.4f} |"
+        lines.append(row)
+    lines += [
+        "",
+        "## Per class",
+        "",
+        "| class | objects | COCO AP | COCO AP50 | VOC AP50 (11-point) | VOC AP50 (area) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in scores["per_class"].items():
+        values = " | ".join(_cell(row[key]) for key in ("coco_AP", "coco_AP50", "voc_AP50_11point", "voc_AP50_area"))
+        lines.append(f"| {name} | {row['objects']} | {values} |")
+    lines += ["", f"![precision-recall curves]({PR_CURVES_FILE})", ""]
+    if has_gallery:
+        lines += [f"![ground truth (green) and predictions (red)]({GALLERY_FILE})", ""]
+    lines += ["-1 (shown as -) means the class has no objects in the evaluation data.", ""]
+    return "\n".join(lines)
+
+
+def plot_pr_curves(curves: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(curves) or ["(no objects)"]
+    columns = min(5, len(names))
+    rows = math.ceil(len(names) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 2.6 * rows), squeeze=False)
+    for axis in axes.flat[len(names) :]:
+        axis.axis("off")
+    for axis, name in zip(axes.flat, names):
+        recall, precision = curves.get(name, (np.zeros(0), np.zeros(0)))
+        if len(recall):
+            envelope = np.maximum.accumulate(precision[::-1])[::-1]
+            axis.plot(recall, precision, color="#bbbbbb", linewidth=0.8)
+            axis.step(recall, envelope, where="post", color="#4477aa", linewidth=1.5)
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1.02)
+        axis.set_title(name, fontsize=9)
+        axis.tick_params(labelsize=7)
+    figure.supxlabel("recall (IoU 0.5)", fontsize=9)
+    figure.supylabel("precision", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=80)
+    plt.close(figure)
+
+
+def draw_gallery(images: list[GalleryImage], path: str, tile: int = 320, columns: int = 3) -> None:
+    rows = math.ceil(len(images) / columns)
+    sheet = Image.new("RGB", (tile * columns, tile * rows), (32, 32, 32))
+    for index, item in enumerate(images):
+        image = Image.open(io.BytesIO(item.encoded)).convert("RGB")
+        scale = tile / max(image.size)
+        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+        draw = ImageDraw.Draw(image)
+        for box, name in item.truth:
+            draw.rectangle([v * scale for v in box], outline=(60, 220, 60), width=2)
+        for box, name, confidence in item.predictions:
+            scaled = [v * scale for v in box]
+            draw.rectangle(scaled, outline=(240, 60, 60), width=2)
+            label = f"{name} {confidence:.2f}"
+            draw.rectangle(
+                [scaled[0], scaled[1] - 11, scaled[0] + 6 * len(label), scaled[1]], fill=(240, 60, 60)
+            )
+            draw.text((scaled[0] + 1, scaled[1] - 11), label, fill=(255, 255, 255))
+        sheet.paste(image, ((index % columns) * tile, (index // columns) * tile))
+    sheet.save(path)
+
+
+def _cell(value: float) -> str:
+    return "-" if value < 0 else f"{value:.3f}"

@@ -1,0 +1,56 @@
+"""`vocdet evaluate`: pycocotools' numbers for any detector's COCO files; one-line errors for bad ones."""
+
+import json
+
+import pytest
+
+from pipeline import cli
+from tests.test_coco_metrics import _random_case, _reference
+
+
+def _write(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(content if isinstance(content, str) else json.dumps(content))
+    return str(path)
+
+
+def test_scores_equal_pycocotools_and_report_is_written(tmp_path, capsys):
+    ground_truth, detections = _random_case(5)
+    expected = _reference(ground_truth, detections, tmp_path)
+    gt = _write(tmp_path, "gt.json", ground_truth)
+    dt = _write(tmp_path, "dt.json", detections)
+    assert cli.main(["evaluate", "--gt", gt, "--dt", dt, "--out", str(tmp_path / "out")]) == 0
+    assert f"COCO mAP@[.5:.95] {expected['AP']:.4f}" in capsys.readouterr().out
+    with open(tmp_path / "out" / "metrics.json") as handle:
+        metrics = json.load(handle)["metrics"]
+    for name, value in expected.items():
+        assert metrics[f"coco/{name}"] == pytest.approx(value, abs=1e-6)
+    assert (tmp_path / "out" / "pr_curves.png").exists() and (tmp_path / "out" / "report.md").exists()
+
+
+GT = {
+    "images": [{"id": 1, "width": 100, "height": 100}],
+    "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20]}],
+    "categories": [{"id": 1, "name": "cat"}],
+}
+DETECTION = {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score": 0.9}
+
+
+@pytest.mark.parametrize(
+    "gt, dt, message",
+    [
+        ("{not json", [DETECTION], "gt.json: not JSON"),
+        ({"images": [], "categories": []}, [DETECTION], "gt.json: missing key 'annotations'"),
+        (GT, [{**DETECTION, "image_id": 7}], "dt.json: detection 0 is for image_id 7, which"),
+        (GT, [{**DETECTION, "category_id": 3}], "dt.json: detection 0 has category_id 3, which"),
+        (GT, [{**DETECTION, "bbox": [10, 10, -5, 20]}], "dt.json: detection 0 bbox has a negative width or height"),
+        (GT, [{"image_id": 1, "bbox": [1, 1, 2, 2], "score": 1}], "dt.json: detection 0 is missing key 'category_id'"),
+        (GT, {"oops": 1}, "dt.json: expected a list of detections"),
+    ],
+    ids=["not-json", "missing-key", "unknown-image", "unknown-category", "negative-width", "missing-category", "not-a-list"],
+)
+def test_bad_files_give_one_line_naming_file_and_problem(tmp_path, capsys, gt, dt, message):
+    gt_path, dt_path = _write(tmp_path, "gt.json", gt), _write(tmp_path, "dt.json", dt)
+    assert cli.main(["evaluate", "--gt", gt_path, "--dt", dt_path, "--out", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip()
+    assert message in error and "\n" not in error and str(tmp_path) in error
