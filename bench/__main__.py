@@ -9,7 +9,7 @@ import platform
 import sys
 import time
 
-BENCHMARKS = ("ingest",)
+BENCHMARKS = ("ingest", "coco")
 
 
 def main() -> int:

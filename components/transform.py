@@ -8,7 +8,7 @@ transformed examples about the size of ExampleGen's.
 
 Boxes arrive in tfds's relative `rel_yxyx`; absolute formats need each image's
 size, which `tf.io.extract_jpeg_shape` reads from the JPEG header without
-decoding. The conversion itself is KerasCV's `convert_format`.
+decoding (examples are always JPEG; the serving signature also takes PNG). The conversion itself is KerasCV's `convert_format`.
 """
 
 from __future__ import annotations
@@ -26,11 +26,7 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> d
     """tf.Transform entry point; `custom_config` is `PipelineConfig.to_custom_config()`."""
     bounding_box_format = custom_config["model"]["bounding_box_format"]
     images = _dense_strings(inputs[features.IMAGE])
-    image_shapes = tf.map_fn(
-        lambda jpeg: tf.cast(tf.io.extract_jpeg_shape(jpeg)[:2], tf.int64),
-        images,
-        fn_output_signature=tf.TensorSpec([2], tf.int64),
-    )
+    image_shapes = tf.map_fn(_image_shape, images, fn_output_signature=tf.TensorSpec([2], tf.int64))
     relative_boxes = _ragged_boxes(inputs[features.BBOX], num_images=tf.shape(images)[0])
     boxes = convert_boxes(
         relative_boxes,
@@ -121,6 +117,16 @@ def _bucket_names(values: tf.Tensor, edges: tuple[float, ...]) -> tf.Tensor:
     """Bucket index as a sortable string, "00" for below edges[0] ... "NN" for above the last."""
     index = tf.searchsorted(tf.constant(edges, tf.float32), values, side="right")
     return tf.strings.as_string(index, width=2, fill="0")
+
+
+def _image_shape(encoded: tf.Tensor) -> tf.Tensor:
+    """(height, width): from the JPEG header without decoding, else (PNG, ... at serving) by decoding."""
+    shape = tf.cond(
+        tf.io.is_jpeg(encoded),
+        lambda: tf.io.extract_jpeg_shape(encoded)[:2],
+        lambda: tf.shape(tf.io.decode_image(encoded, channels=3, expand_animations=False))[:2],
+    )
+    return tf.cast(shape, tf.int64)
 
 
 def _ragged_boxes(flat_boxes: tf.SparseTensor, num_images: tf.Tensor) -> tf.RaggedTensor:

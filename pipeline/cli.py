@@ -87,6 +87,15 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--dt", required=True, help="COCO results JSON (a list of image_id, category_id, bbox, score)")
     evaluate.add_argument("--out", default="evaluation", help="where metrics.json, report.md and the PR curves go")
     evaluate.set_defaults(handler=_evaluate)
+
+    predict = commands.add_parser("predict", help="run a pushed model on images; draw and list the detections")
+    predict.add_argument("--model", required=True, help="SavedModel folder, or serving base folder (newest version)")
+    predict.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    predict.add_argument("--out", default="predictions", help="where <image>.png and <image>.json go")
+    predict.add_argument(
+        "--min-score", type=float, default=config_lib.ModelConfig.display_confidence_threshold, help="lowest score shown"
+    )
+    predict.set_defaults(handler=_predict)
     return parser
 
 
@@ -228,6 +237,30 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     print(f"report: {os.path.join(args.out, report.REPORT_FILE)}")
     return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from pipeline import predict
+
+    try:
+        model_dir = predict.resolve_model_dir(args.model)
+    except predict.PredictError as error:
+        raise UsageError(str(error)) from None
+    import tensorflow as tf
+
+    serving_fn = tf.saved_model.load(model_dir).signatures["serving_default"]
+    failures = 0
+    for path in args.images:
+        try:
+            image = predict.read_image(path)
+        except predict.PredictError as error:
+            print(f"vocdet predict: error: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        detections = predict.detect(serving_fn, image, args.min_score)
+        picture, _ = predict.write_outputs(image, detections, args.out, os.path.splitext(os.path.basename(path))[0])
+        print(f"{path}: {len(detections)} detections -> {picture}")
+    return 1 if failures else 0
 
 
 def _quiet_logging(verbose: bool) -> None:

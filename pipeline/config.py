@@ -168,6 +168,14 @@ class PushConfig:
     # Empty means `<output_dir>/serving`.
     serving_dir: str = ""
     model_name: str = "vocdet"
+    # Versions kept in the serving directory (the newest is never deleted).
+    keep_versions: int = 5
+    # Eval images the candidate is queried with in a fresh process before a push.
+    serving_check_images: int = 4
+
+    def validate(self) -> None:
+        if self.keep_versions < 1 or self.serving_check_images < 1:
+            raise ValueError("push.keep_versions and push.serving_check_images must be at least 1")
 
 
 @dataclasses.dataclass
@@ -202,7 +210,7 @@ class PipelineConfig:
         return self.push.serving_dir or os.path.join(self.output_dir, "serving")
 
     def validate(self) -> "PipelineConfig":
-        for section in (self.data, self.model, self.train, self.eval):
+        for section in (self.data, self.model, self.train, self.eval, self.push):
             section.validate()
         return self
 

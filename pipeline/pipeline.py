@@ -2,9 +2,11 @@
 
 ExampleGen (VOCdevkit folders, Beam) -> StatisticsGen -> SchemaGen ->
 Transform (boxes to the model's bounding_box_format) -> Trainer (KerasCV
-RetinaNet) -> CocoEvaluator (COCO mAP, blessing against the latest blessed
-model) -> Pusher (TF Serving layout). The local runners and the Kubeflow
-compiler run this same definition; they only bind the environment.
+RetinaNet) -> CocoEvaluator (COCO and VOC mAP, blessing against the latest
+blessed model) and ServingCheck (load and query in a fresh process) ->
+Pusher (TFX's, with an atomic versioned copy, TF Serving layout). The local
+runners and the Kubeflow compiler run this same definition; they only bind
+the environment.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ from tfx.components import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 
+from components.atomic_pusher import executor as atomic_pusher
 from components.coco_evaluator.component import CocoEvaluator
+from components.serving_check.component import ServingCheck
 from components.voc_example_gen import executor as voc_example_gen
 from pipeline import data_layout
 from pipeline.config import PipelineConfig
@@ -68,14 +72,23 @@ def create_pipeline(
         baseline_model=latest_blessed_model.outputs["model"],
         custom_config=custom_config,
     )
+    serving_check = ServingCheck(
+        examples=example_gen.outputs["examples"],
+        model=trainer.outputs["model"],
+        split=data.eval_split,
+        num_images=config.push.serving_check_images,
+    )
     pusher = tfx.components.Pusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
+        infra_blessing=serving_check.outputs["blessing"],
         push_destination=tfx.proto.PushDestination(
             filesystem=tfx.proto.PushDestination.Filesystem(
                 base_directory=os.path.join(config.serving_dir, config.push.model_name)
             )
         ),
+        custom_config={atomic_pusher.KEEP_VERSIONS_KEY: config.push.keep_versions},
+        custom_executor_spec=executor_spec.ExecutorClassSpec(atomic_pusher.Executor),
     )
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
@@ -88,6 +101,7 @@ def create_pipeline(
             trainer,
             latest_blessed_model,
             evaluator,
+            serving_check,
             pusher,
         ],
         enable_cache=config.enable_cache,

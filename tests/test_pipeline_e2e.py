@@ -144,3 +144,42 @@ def test_evaluation_report_is_complete(pipeline_run):
     for name in (report.PR_CURVES_FILE, report.GALLERY_FILE):
         with Image.open(os.path.join(summary.evaluation_dir, name)) as picture:
             assert picture.width > 300 and picture.height > 200
+
+
+@pytest.mark.e2e
+def test_serving_check_passed_before_the_push(pipeline_run):
+    config, _ = pipeline_run
+    checks = glob.glob(os.path.join(config.pipeline_root, "ServingCheck", "blessing", "*", "serving_check.json"))
+    with open(max(checks)) as handle:
+        result = json.load(handle)
+    assert result["passed"] and "fresh process" in result["reason"]
+
+
+@pytest.mark.e2e
+def test_predict_draws_and_lists_detections_for_any_image(pipeline_run, small_voc_root, tmp_path, capsys):
+    from PIL import Image
+
+    config, _ = pipeline_run
+    jpeg = os.path.join(small_voc_root, "VOC2007", "JPEGImages", "000003.jpg")
+    grey = tmp_path / "grey.png"
+    Image.open(jpeg).convert("L").save(grey)
+    rgba = tmp_path / "wide_rgba.png"
+    Image.open(jpeg).convert("RGBA").resize((901, 157)).save(rgba)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 not really")
+    out = tmp_path / "out"
+    base = os.path.join(config.serving_dir, config.push.model_name)
+    code = cli.main(["predict", "--model", base, jpeg, str(grey), str(rgba), str(broken), "--out", str(out), "--min-score", "0"])
+    assert code == 1  # one input failed, the others were processed
+    err = capsys.readouterr().err
+    assert f"{broken}: cannot read image" in err and err.count("\n") == 1
+    for stem, path in (("000003", jpeg), ("grey", str(grey)), ("wide_rgba", str(rgba))):
+        with open(out / f"{stem}.json") as handle:
+            listing = json.load(handle)
+        width, height = Image.open(path).size
+        assert (listing["width"], listing["height"]) == (width, height)
+        assert listing["detections"], stem
+        for detection in listing["detections"]:
+            x0, y0, x1, y1 = detection["box"]
+            assert 0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height
+        assert Image.open(out / f"{stem}.png").size == (width, height)

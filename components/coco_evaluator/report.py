@@ -10,13 +10,13 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 import os
 
 import numpy as np
-from PIL import Image, ImageDraw
+
+from components import visualization
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
@@ -123,25 +123,11 @@ def plot_pr_curves(curves: dict, path: str) -> None:
 
 
 def draw_gallery(images: list[GalleryImage], path: str, tile: int = 320, columns: int = 3) -> None:
-    rows = math.ceil(len(images) / columns)
-    sheet = Image.new("RGB", (tile * columns, tile * rows), (32, 32, 32))
-    for index, item in enumerate(images):
-        image = Image.open(io.BytesIO(item.encoded)).convert("RGB")
-        scale = tile / max(image.size)
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
-        draw = ImageDraw.Draw(image)
-        for box, name in item.truth:
-            draw.rectangle([v * scale for v in box], outline=(60, 220, 60), width=2)
-        for box, name, confidence in item.predictions:
-            scaled = [v * scale for v in box]
-            draw.rectangle(scaled, outline=(240, 60, 60), width=2)
-            label = f"{name} {confidence:.2f}"
-            draw.rectangle(
-                [scaled[0], scaled[1] - 11, scaled[0] + 6 * len(label), scaled[1]], fill=(240, 60, 60)
-            )
-            draw.text((scaled[0] + 1, scaled[1] - 11), label, fill=(255, 255, 255))
-        sheet.paste(image, ((index % columns) * tile, (index // columns) * tile))
-    sheet.save(path)
+    tiles = []
+    for item in images:
+        image = visualization.open_image(item.encoded)
+        tiles.append(visualization.draw_boxes(image, item.truth, item.predictions, scale=tile / max(image.size)))
+    visualization.contact_sheet(tiles, tile=tile, columns=columns).save(path)
 
 
 def _cell(value: float) -> str:

@@ -1,0 +1,1 @@
+"""TFX Pusher executor with atomic, versioned pushes in TF Serving's layout."""

@@ -1,0 +1,41 @@
+"""TFX Pusher's executor, pushing with `push.push` (atomic, versioned, pruned).
+
+Blessing checks (ModelBlessing and InfraBlessing) and the PushedModel
+artefact's properties are TFX's own (inherited); only the copy changes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tfx.components.pusher import executor as tfx_pusher_executor
+from tfx.proto import pusher_pb2
+from tfx.types import artifact_utils, standard_component_specs
+from tfx.utils import io_utils, json_utils, proto_utils
+
+from components.atomic_pusher import push
+
+KEEP_VERSIONS_KEY = "keep_versions"
+
+_logger = logging.getLogger(__name__)
+
+
+class Executor(tfx_pusher_executor.Executor):
+    def Do(self, input_dict, output_dict, exec_properties) -> None:
+        self._log_startup(input_dict, output_dict, exec_properties)
+        model_push = artifact_utils.get_single_instance(output_dict[standard_component_specs.PUSHED_MODEL_KEY])
+        if not self.CheckBlessing(input_dict):
+            self._MarkNotPushed(model_push)
+            return
+        destination = pusher_pb2.PushDestination()
+        proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
+        if destination.WhichOneof("destination") != "filesystem":
+            raise NotImplementedError("vocdet pushes to a filesystem destination (a path or a gs:// / s3:// URI)")
+        custom_config = json_utils.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "null") or {}
+        model_path = self.GetModelPath(input_dict)
+        version, serving_path = push.push(
+            model_path, destination.filesystem.base_directory, int(custom_config.get(KEEP_VERSIONS_KEY, 5))
+        )
+        # Archive in the PushedModel artefact too, as TFX's Pusher does.
+        io_utils.copy_dir(model_path, model_push.uri)
+        self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=str(version))

@@ -1,0 +1,81 @@
+"""`vocdet predict`: run a pushed model on image files, draw and list its detections.
+
+Takes a SavedModel folder or a serving base folder (`<serving_dir>/<model>`,
+whose newest integer version is used). Any image PIL reads (JPEG, PNG incl.
+grayscale and RGBA, ...) of any size is converted to RGB PNG bytes for the
+serving signature, which returns boxes in the image's own pixels. Per image:
+`<stem>.png` with boxes, class names and scores drawn, and `<stem>.json` with
+the detections at or above `min_score`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+
+from PIL import Image, UnidentifiedImageError
+
+from components import visualization
+from components.atomic_pusher import push
+
+
+class PredictError(ValueError):
+    """An input that cannot be predicted on; the message names it."""
+
+
+@dataclasses.dataclass
+class Detection:
+    box: list[float]  # pixel xmin, ymin, xmax, ymax
+    class_name: str
+    score: float
+
+
+def resolve_model_dir(path: str) -> str:
+    """A SavedModel folder itself, or the newest version under a serving base folder."""
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        return path
+    versions = push.versions(path)
+    if not versions:
+        raise PredictError(f"{path}: neither a SavedModel nor a serving folder with integer versions")
+    return os.path.join(path, str(versions[-1]))
+
+
+def read_image(path: str) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise PredictError(f"{path}: no such file") from None
+    except (UnidentifiedImageError, OSError) as error:
+        raise PredictError(f"{path}: cannot read image ({type(error).__name__})") from None
+
+
+def detect(serving_fn, image: Image.Image, min_score: float) -> list[Detection]:
+    import tensorflow as tf
+
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    outputs = serving_fn(images=tf.constant([buffer.getvalue()]))
+    count = int(outputs["num_detections"][0])
+    return [
+        Detection([round(float(v), 2) for v in box], name.decode(), round(float(score), 4))
+        for box, name, score in zip(
+            outputs["detection_boxes"][0, :count].numpy(),
+            outputs["detection_class_names"][0, :count].numpy(),
+            outputs["detection_scores"][0, :count].numpy(),
+        )
+        if score >= min_score
+    ]
+
+
+def write_outputs(image: Image.Image, detections: list[Detection], out_dir: str, stem: str) -> tuple[str, str]:
+    os.makedirs(out_dir, exist_ok=True)
+    picture = os.path.join(out_dir, f"{stem}.png")
+    listing = os.path.join(out_dir, f"{stem}.json")
+    visualization.draw_boxes(image, predictions=[(d.box, d.class_name, d.score) for d in detections]).save(picture)
+    with open(listing, "w") as handle:
+        json.dump({"width": image.width, "height": image.height, "detections": [dataclasses.asdict(d) for d in detections]}, handle, indent=2)
+    return picture, listing
