@@ -78,13 +78,14 @@ class _ConvertRecords(beam.DoFn):
         if outcome.status == convert.REJECTED:
             _logger.warning("rejected %s: %s", outcome.source, "; ".join(outcome.reasons))
         else:
-            yield outcome.example
+            # Serialized here once: TFX's WriteSplit takes bytes as they are.
+            yield outcome.example.SerializeToString()
         yield beam.pvalue.TaggedOutput("report", outcome.report_row())
 
 
 @beam.ptransform_fn
 @beam.typehints.with_input_types(beam.Pipeline)
-@beam.typehints.with_output_types(tf.train.Example)
+@beam.typehints.with_output_types(bytes)
 def _VocToExample(pipeline: beam.Pipeline, exec_properties: dict[str, Any], split_pattern: str):
     input_base = exec_properties[standard_component_specs.INPUT_BASE_KEY]
     class_names = read_custom_config(exec_properties)[CLASS_NAMES_KEY]
