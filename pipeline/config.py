@@ -40,9 +40,12 @@ class DataConfig:
     # Glob over VOC years for each side, e.g. "2007" to evaluate on VOC2007 test only.
     train_year: str = "*"
     eval_year: str = "*"
-    # Data root laid out as span-<N>/...: take the newest span, or span_range [first, last].
+    # Data root laid out as span-<N>/...: ExampleGen ingests one span a run, the
+    # newest unless `span` names one; Transform and the Trainer take the newest
+    # `train_on_last_spans` spans ingested so far (TFX's SpanRangeStrategy).
     spans: bool = False
-    span_range: list[int] = dataclasses.field(default_factory=list)
+    span: int = 0
+    train_on_last_spans: int = 1
     # Fail the run when any record is rejected, instead of reporting it.
     strict: bool = False
     # Class names in id order. Empty: taken from the data (a tfds build's labels
@@ -62,8 +65,10 @@ class DataConfig:
             raise ValueError(f"data: eval_split {self.eval_split!r} is also a training split")
         if self.format not in ("voc", "tfds"):
             raise ValueError(f"data.format must be 'voc' or 'tfds', got {self.format!r}")
-        if self.span_range and (len(self.span_range) != 2 or self.span_range[0] > self.span_range[1] or not self.spans):
-            raise ValueError("data.span_range must be [first, last] and needs data.spans")
+        if (self.span or self.train_on_last_spans != 1) and not self.spans:
+            raise ValueError("data.span and data.train_on_last_spans need data.spans (a span-<N>/ data root)")
+        if self.span < 0 or self.train_on_last_spans < 1:
+            raise ValueError("data.span must be >= 0 (0: newest) and data.train_on_last_spans >= 1")
         if len(set(self.class_names)) != len(self.class_names):
             raise ValueError("data: class_names must be unique")
 
@@ -259,17 +264,18 @@ PRESETS: dict[str, typing.Callable[[], PipelineConfig]] = {"demo": demo, "voc_gu
 
 
 def load(preset: str = "demo", yaml_path: str | None = None, overrides: dict[str, Any] | None = None) -> PipelineConfig:
-    """preset -> YAML file -> overrides, validated."""
+    """preset -> YAML file -> overrides, merged, then validated once (checks may span layers)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
-    config = PRESETS[preset]()
+    merged = dataclasses.asdict(PRESETS[preset]())
     if yaml_path:
         with open(yaml_path) as handle:
             from_file = yaml.safe_load(handle) or {}
         if not isinstance(from_file, dict):
             raise ValueError(f"{yaml_path}: expected a mapping of config sections")
-        config = config.with_overrides(from_file)
-    return config.with_overrides(overrides or {})
+        merged = _deep_merge(merged, from_file, path="")
+    merged = _deep_merge(merged, overrides or {}, path="")
+    return _from_dict(PipelineConfig, merged).validate()
 
 
 def _deep_merge(base: dict[str, Any], overrides: dict[str, Any], path: str) -> dict[str, Any]:

@@ -77,7 +77,9 @@ def run(config: PipelineConfig, data_root: str, runner: str = "local") -> RunSum
     pipeline = create_pipeline(config, data_root, metadata_connection_config=metadata_config(config))
     with _tfx_argv():
         if runner == "beam":
-            tfx.orchestration.experimental.BeamDagRunner().run(pipeline)
+            from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner  # not exported in tfx.v1 (1.16)
+
+            BeamDagRunner().run(pipeline)
         else:
             tfx.orchestration.LocalDagRunner().run(pipeline)
     return summarize(config)

@@ -41,10 +41,11 @@ def create_pipeline(
     splits = data.train_splits + [data.eval_split]
 
     example_gen = _example_gen(config, data_root)
+    training_examples, span_resolvers = _training_examples(config, example_gen)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
     schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"])
     transform = tfx.components.Transform(
-        examples=example_gen.outputs["examples"],
+        examples=training_examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=TRANSFORM_FN,
         custom_config=custom_config,
@@ -95,6 +96,7 @@ def create_pipeline(
         pipeline_root=config.pipeline_root,
         components=[
             example_gen,
+            *span_resolvers,
             statistics_gen,
             schema_gen,
             transform,
@@ -124,6 +126,25 @@ def create_ingest_pipeline(
     )
 
 
+def _training_examples(config: PipelineConfig, example_gen):
+    """What Transform and the Trainer read: this run's examples, or the newest N spans ingested so far."""
+    if config.data.train_on_last_spans == 1:
+        return example_gen.outputs["examples"], []
+    resolver = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.SpanRangeStrategy,
+        config={
+            "range_config": tfx.proto.RangeConfig(
+                rolling_range=tfx.proto.RollingRange(num_spans=config.data.train_on_last_spans)
+            )
+        },
+        examples=tfx.dsl.Channel(
+            type=tfx.types.standard_artifacts.Examples, producer_component_id=example_gen.id, output_key="examples"
+        ),
+    ).with_id("training_spans_resolver")
+    resolver.add_upstream_node(example_gen)  # resolve after this run's span is ingested
+    return resolver.outputs["examples"], [resolver]
+
+
 def _example_gen(config: PipelineConfig, data_root: str):
     """Our Beam executor for VOCdevkit folders; TFX's ImportExampleGen for tfds builds."""
     data = config.data
@@ -142,10 +163,8 @@ def _example_gen(config: PipelineConfig, data_root: str):
         ]
     )
     range_config = (
-        tfx.proto.RangeConfig(
-            static_range=tfx.proto.StaticRange(start_span_number=data.span_range[0], end_span_number=data.span_range[1])
-        )
-        if data.span_range
+        tfx.proto.RangeConfig(static_range=tfx.proto.StaticRange(start_span_number=data.span, end_span_number=data.span))
+        if data.span
         else None
     )
     if data.format == data_layout.TFDS:

@@ -1,4 +1,4 @@
-"""The Evaluator is the pipeline's gate: TFX's Pusher pushes only what it blesses.
+"""The Evaluator is the pipeline's gate: the Pusher pushes only what it blesses (and what is servable).
 
 Candidate and baseline are oracle SavedModels with the real serving
 signature: they look the image bytes up and return the ground truth (all of
@@ -11,7 +11,7 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from tfx.components.pusher import executor as pusher_executor
+from components.atomic_pusher import executor as pusher_executor
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import proto_utils
@@ -77,7 +77,7 @@ def _model(tmp_path, name, images, keep, artifact_id):
     return model
 
 
-def _evaluate_and_push(tmp_path, examples, model, baseline, threshold):
+def _evaluate_and_push(tmp_path, examples, model, baseline, threshold, servable=True):
     config = config_lib.demo().with_overrides(
         {"eval": {"blessing_metric": "coco/AP50", "blessing_threshold": threshold, "max_regression": 0.01}}
     )
@@ -95,8 +95,10 @@ def _evaluate_and_push(tmp_path, examples, model, baseline, threshold):
     destination = pusher_pb2.PushDestination(
         filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=str(tmp_path / "serving"))
     )
+    infra_blessing = standard_artifacts.InfraBlessing()
+    infra_blessing.set_int_custom_property("blessed", int(servable))
     pusher_executor.Executor().Do(
-        {"model": [model], "model_blessing": [blessing]},
+        {"model": [model], "model_blessing": [blessing], "infra_blessing": [infra_blessing]},
         {"pushed_model": [pushed]},
         {"push_destination": proto_utils.proto_to_json(destination)},
     )
@@ -134,3 +136,12 @@ def test_worse_than_baseline_is_not_pushed_and_better_is(tmp_path, eval_examples
     assert pushed.get_int_custom_property("pushed") == 1
     versions = os.listdir(tmp_path / "better" / "serving")
     assert len(versions) == 1 and os.path.exists(tmp_path / "better" / "serving" / versions[0] / "saved_model.pb")
+
+
+def test_blessed_model_that_failed_the_serving_check_is_not_pushed(tmp_path, eval_examples):
+    examples, images = eval_examples
+    perfect = _model(tmp_path, "perfect", images, keep=1.0, artifact_id=5)
+    blessing, pushed, _ = _evaluate_and_push(tmp_path, examples, perfect, None, threshold=0.1, servable=False)
+    assert blessing.get_int_custom_property("blessed") == 1
+    assert pushed.get_int_custom_property("pushed") == 0
+    assert not os.path.exists(tmp_path / "serving")

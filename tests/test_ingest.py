@@ -44,22 +44,11 @@ def _ingest(capsys, *args):
     return examples_uri, out
 
 
-def test_tfds_builder_output_and_voc_folder_agree_box_for_box(small_voc_root, tmp_path, monkeypatch, capsys):
-    import tensorflow_datasets as tfds
+def test_tfds_builder_output_and_voc_folder_agree_box_for_box(small_voc_root, tfds_data_dir, tmp_path, capsys):
+    tfds_dir = tfds_data_dir  # built by tfds's own `voc` builder (conftest)
+    assert glob.glob(os.path.join(tfds_dir, "voc", "2007", "*", "voc-train.tfrecord*"))
 
-    # tfds's own `voc` builder, its download step pointed at the local VOCdevkit folder.
-    extracted = tmp_path / "extracted"
-    (extracted / "VOCdevkit").mkdir(parents=True)
-    os.symlink(os.path.join(small_voc_root, "VOC2007"), extracted / "VOCdevkit" / "VOC2007")
-    monkeypatch.setattr(
-        tfds.download.DownloadManager, "download_and_extract", lambda self, urls: {key: str(extracted) for key in urls}
-    )
-    tfds_dir = tmp_path / "tensorflow_datasets"
-    builder = tfds.builder("voc/2007", data_dir=str(tfds_dir))
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
-    assert glob.glob(str(tfds_dir / "voc" / "2007" / "*" / "voc-train.tfrecord*"))
-
-    tfds_uri, tfds_out = _ingest(capsys, "--data", str(tfds_dir), "--output", str(tmp_path / "from-tfds"))
+    tfds_uri, tfds_out = _ingest(capsys, "--data", tfds_dir, "--output", str(tmp_path / "from-tfds"))
     voc_uri, _ = _ingest(capsys, "--data", small_voc_root, "--output", str(tmp_path / "from-voc"))
     assert "tfds data" in tfds_out
 
@@ -98,3 +87,21 @@ def test_bad_records_are_counted_reported_and_strict_fails(small_voc_root, tmp_p
 
     assert cli.main(["ingest", "--data", str(data), "--output", str(tmp_path / "strict"), "--strict"]) == 2
     assert "error: strict mode: 3 records rejected" in capsys.readouterr().err
+
+
+def test_spans_take_the_newest_unless_a_range_is_asked(small_voc_root, tmp_path, capsys):
+    import yaml
+
+    root = tmp_path / "drops"
+    for span, count in ((1, 4), (2, 6)):  # span 2 lists fewer test images, so the spans are told apart
+        voc = root / f"span-{span}" / "VOC2007"
+        shutil.copytree(os.path.join(small_voc_root, "VOC2007"), voc)
+        test_list = voc / "ImageSets" / "Main" / "test.txt"
+        test_list.write_text("\n".join(test_list.read_text().split()[: 10 - count]) + "\n")
+    _, out = _ingest(capsys, "--data", str(root), "--spans", "--output", str(tmp_path / "newest"))
+    assert "test: 4 examples" in out  # span 2
+
+    first = tmp_path / "span1.yaml"
+    first.write_text(yaml.safe_dump({"data": {"span": 1}}))
+    _, out = _ingest(capsys, "--data", str(root), "--spans", "--config", str(first), "--output", str(tmp_path / "one"))
+    assert "test: 6 examples" in out

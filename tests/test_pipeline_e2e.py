@@ -183,3 +183,41 @@ def test_predict_draws_and_lists_detections_for_any_image(pipeline_run, small_vo
             x0, y0, x1, y1 = detection["box"]
             assert 0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height
         assert Image.open(out / f"{stem}.png").size == (width, height)
+
+
+@pytest.mark.e2e
+def test_tfds_data_through_the_whole_pipeline_on_the_beam_runner(tfds_data_dir, tmp_path):
+    output = tmp_path / "run"
+    overrides = tmp_path / "tiny.yaml"
+    overrides.write_text(yaml.safe_dump({"model": {"eval_confidence_threshold": 0.0}}))
+    argv = ["run", "--runner", "beam", "--data", tfds_data_dir, "--output", str(output), "--config", str(overrides),
+            "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "4", "--blessing-threshold", "0"]
+    assert cli.main(argv) == 0
+    summary = local_runner.summarize(config_lib.load("demo", str(overrides), {"output_dir": str(output)}))
+    assert summary.num_eval_images == 16 and summary.pushed_model_dir
+    assert summary.ingest_summary["train"]["written"] + summary.ingest_summary["validation"]["written"] == 24
+    assert os.path.exists(os.path.join(summary.pushed_model_dir, "saved_model.pb"))
+
+
+@pytest.mark.e2e
+def test_scheduled_runs_train_on_the_newest_spans(small_voc_root, tmp_path):
+    """Run 1 sees span 1; span 2 arrives; run 2 ingests it and trains on spans 1 and 2."""
+    import shutil
+
+    root = tmp_path / "drops"
+    shutil.copytree(os.path.join(small_voc_root, "VOC2007"), root / "span-1" / "VOC2007")
+    overrides = tmp_path / "spans.yaml"
+    overrides.write_text(yaml.safe_dump({"data": {"train_on_last_spans": 2}, "model": {"eval_confidence_threshold": 0.0}}))
+    argv = ["run", "--spans", "--data", str(root), "--output", str(tmp_path / "run"), "--config", str(overrides),
+            "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "4", "--blessing-threshold", "0"]
+
+    def boxes_trained_on():
+        config = config_lib.load("demo", str(overrides), {"output_dir": str(tmp_path / "run"), "data": {"spans": True}})
+        with open(os.path.join(os.path.dirname(local_runner.summarize(config).data_profile), "data_profile.json")) as handle:
+            return json.load(handle)["anchors"]["boxes"]
+
+    assert cli.main(argv) == 0
+    one_span = boxes_trained_on()
+    shutil.copytree(root / "span-1", root / "span-2")
+    assert cli.main(argv) == 0
+    assert boxes_trained_on() == 2 * one_span
