@@ -19,6 +19,7 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from components.coco_evaluator import blessing, evaluation, report
+from pipeline.config import PipelineConfig
 
 _logger = logging.getLogger(__name__)
 
@@ -34,8 +35,6 @@ BLESSING_FILE = "blessing.json"
 
 class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:
-        from pipeline.config import PipelineConfig
-
         config = PipelineConfig.from_custom_config(json.loads(exec_properties[CUSTOM_CONFIG_KEY]))
         examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
         model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])

@@ -15,14 +15,13 @@ import keras
 import tensorflow_transform as tft
 
 from components.trainer import data_profile, distribution, input_pipeline, model as model_lib, serving
+from pipeline.config import PipelineConfig
 
 _logger = logging.getLogger(__name__)
 
 
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (`tfx.components.Trainer(run_fn=...)`)."""
-    from pipeline.config import PipelineConfig
-
     config = PipelineConfig.from_custom_config(fn_args.custom_config)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     _profile_data(tf_transform_output, config, fn_args.model_run_dir)
