@@ -35,3 +35,30 @@ def tfds_data_dir(small_voc_root, tmp_path_factory) -> str:
         builder = tfds.builder("voc/2007", data_dir=str(work / "tensorflow_datasets"))
         builder.download_and_prepare(download_config=tfds.download.DownloadConfig(try_download_gcs=False))
     return str(work / "tensorflow_datasets")
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(small_voc_root, tmp_path_factory):
+    """One `vocdet run` (LocalDagRunner) on the small sample, shared by the e2e tests: (config, summary)."""
+    import yaml
+
+    from pipeline import cli, config as config_lib, local_runner
+
+    output = tmp_path_factory.mktemp("run")
+    overrides = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    # Two training steps cannot beat the default confidence threshold; keep every
+    # candidate so the evaluation and the serving check have detections to score.
+    overrides.write_text(yaml.safe_dump({"model": {"eval_confidence_threshold": 0.0}}))
+    argv = [
+        "run",
+        "--data", small_voc_root,
+        "--output", str(output),
+        "--config", str(overrides),
+        "--epochs", "1",
+        "--steps-per-epoch", "2",
+        "--batch-size", "4",
+        "--blessing-threshold", "0",
+    ]
+    assert cli.main(argv) == 0
+    config = config_lib.load("demo", str(overrides), {"output_dir": str(output)})
+    return config, local_runner.summarize(config)

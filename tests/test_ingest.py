@@ -89,7 +89,7 @@ def test_bad_records_are_counted_reported_and_strict_fails(small_voc_root, tmp_p
     assert "error: strict mode: 3 records rejected" in capsys.readouterr().err
 
 
-def test_spans_take_the_newest_unless_a_range_is_asked(small_voc_root, tmp_path, capsys):
+def test_spans_take_the_newest_unless_one_is_named(small_voc_root, tmp_path, capsys):
     import yaml
 
     root = tmp_path / "drops"

@@ -29,28 +29,6 @@ print(json.dumps({
 """
 
 
-@pytest.fixture(scope="module")
-def pipeline_run(small_voc_root, tmp_path_factory):
-    output = tmp_path_factory.mktemp("run")
-    overrides = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    # Two training steps cannot beat the default confidence threshold; keep every
-    # candidate so the evaluation and the serving check have detections to score.
-    overrides.write_text(yaml.safe_dump({"model": {"eval_confidence_threshold": 0.0}}))
-    argv = [
-        "run",
-        "--data", small_voc_root,
-        "--output", str(output),
-        "--config", str(overrides),
-        "--epochs", "1",
-        "--steps-per-epoch", "2",
-        "--batch-size", "4",
-        "--blessing-threshold", "0",
-    ]
-    assert cli.main(argv) == 0
-    config = config_lib.load("demo", str(overrides), {"output_dir": str(output)})
-    return config, local_runner.summarize(config)
-
-
 @pytest.mark.e2e
 def test_evaluation_has_coco_metrics_in_range(pipeline_run):
     _, summary = pipeline_run
