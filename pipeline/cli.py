@@ -46,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except (UsageError, data_layout.DataLayoutError, ValueError, FileNotFoundError) as error:
+        if getattr(args, "verbose", False):
+            raise  # the whole traceback, for debugging
         print(f"vocdet {args.command}: error: {error}", file=sys.stderr)
         return 2
 
