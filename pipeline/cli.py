@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 import time
 import warnings
 
@@ -30,6 +31,14 @@ CONFIG_FLAGS = {
     "bounding-box-format": ("model", "bounding_box_format"),
     "blessing-threshold": ("eval", "blessing_threshold"),
     "serving-dir": ("push", "serving_dir"),
+}
+
+# Flags of compile, submit and schedule -> (section, field); the cluster side of the config.
+KUBEFLOW_FLAGS = {
+    "image": ("kubeflow", "image"),
+    "pipeline-root": ("kubeflow", "pipeline_root"),
+    "data-root": ("kubeflow", "data_root"),
+    "trainer-gpus": ("kubeflow", "trainer_gpus"),
 }
 
 # Lifecycle lines from TFX's runner that make good progress output.
@@ -70,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="YAML file of config overrides, applied after the preset")
     run.add_argument("--strict", action="store_true", help="fail on any rejected record instead of reporting it")
     run.add_argument("--freeze-backbone", action="store_true", help="train only the FPN and heads (as the guide)")
+    run.add_argument(
+        "--warm-start", action="store_true", help="start from the latest blessed model of this pipeline, if any"
+    )
     run.add_argument("--no-cache", action="store_true", help="re-run every component")
     run.add_argument("--verbose", action="store_true", help="show every TFX and Beam log line")
     _add_config_flags(run)
@@ -83,6 +95,26 @@ def _parser() -> argparse.ArgumentParser:
     ingest.add_argument("--config", help="YAML file of config overrides")
     ingest.add_argument("--verbose", action="store_true", help="show every TFX and Beam log line")
     ingest.set_defaults(handler=_ingest)
+
+    compile_ = commands.add_parser("compile", help="compile the pipeline for Kubeflow Pipelines (KFP v2 YAML)")
+    _add_cluster_flags(compile_)
+    compile_.add_argument("--out", default="pipeline.yaml", help="the compiled pipeline (default: pipeline.yaml)")
+    compile_.set_defaults(handler=_compile)
+
+    submit = commands.add_parser("submit", help="upload the pipeline to Kubeflow Pipelines and start a run")
+    _add_cluster_flags(submit)
+    _add_connection_flags(submit)
+    submit.set_defaults(handler=_submit)
+
+    schedule = commands.add_parser("schedule", help="create, list or disable recurring runs (scheduled retraining)")
+    _add_cluster_flags(schedule)
+    _add_connection_flags(schedule)
+    schedule.add_argument("--cron", help='when to run, standard 5-field cron, e.g. "0 3 * * 0" (Sundays 03:00)')
+    schedule.add_argument("--max-concurrency", type=int, default=1, help="runs of this schedule at once (default 1)")
+    schedule.add_argument("--no-catchup", action="store_true", help="skip the runs missed while paused")
+    schedule.add_argument("--list", action="store_true", help="list the recurring runs of the experiment")
+    schedule.add_argument("--disable", metavar="ID", help="disable a recurring run")
+    schedule.set_defaults(handler=_schedule)
 
     evaluate = commands.add_parser("evaluate", help="score COCO-format detections: COCO and VOC mAP, per class, report")
     evaluate.add_argument("--gt", required=True, help="COCO ground truth JSON (images, annotations, categories)")
@@ -123,21 +155,55 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         )
 
 
+def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
+    """compile, submit and schedule: the pipeline as configured, bound to a cluster."""
+    parser.add_argument("--preset", choices=sorted(config_lib.PRESETS), default="voc_guide")
+    parser.add_argument("--config", help="YAML file of config overrides, applied after the preset")
+    parser.add_argument("--labels", help="class names, one a line in id order (default: config data.class_names)")
+    parser.add_argument(
+        "--data-format", choices=("voc", "tfds"), help="what --data-root holds (default: config data.format)"
+    )
+    parser.add_argument("--spans", action="store_true", help="the data root is laid out as span-<N>/...")
+    parser.add_argument("--warm-start", action="store_true", help="start from the latest blessed model, if any")
+    parser.add_argument("--package", help="(submit, schedule) an already compiled pipeline YAML instead of compiling")
+    parser.add_argument("--verbose", action="store_true", help="show every TFX log line")
+    for flag, (section, field) in KUBEFLOW_FLAGS.items():
+        field_type = type(getattr(getattr(config_lib.PipelineConfig(), section), field))
+        parser.add_argument(f"--{flag}", type=field_type, help=f"config {section}.{field}")
+    _add_config_flags(parser)
+
+
+def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
+    from pipeline import kfp_client
+
+    parser.add_argument("--host", required=True, help="Kubeflow Pipelines API endpoint, e.g. https://kubeflow.example.com/pipeline")
+    parser.add_argument("--namespace", help="Kubeflow profile namespace (multi-user clusters)")
+    parser.add_argument("--experiment", default="vocdet", help="experiment the runs go in (default: vocdet)")
+    parser.add_argument(
+        "--token-env", default=kfp_client.DEFAULT_TOKEN_ENV, help="environment variable holding the bearer token"
+    )
+    parser.add_argument("--token-file", help="file holding the bearer token (instead of --token-env)")
+
+
 def config_from_args(args: argparse.Namespace) -> config_lib.PipelineConfig:
     overrides: dict = {}
-    for flag, (section, field) in CONFIG_FLAGS.items():
+    for flag, (section, field) in {**CONFIG_FLAGS, **KUBEFLOW_FLAGS}.items():
         value = getattr(args, flag.replace("-", "_"), None)
         if value is not None:
             overrides.setdefault(section, {})[field] = value
-    if args.output:
+    if getattr(args, "output", None):
         overrides["output_dir"] = args.output
-    if args.strict:
+    if getattr(args, "data_format", None):
+        overrides.setdefault("data", {})["format"] = args.data_format
+    if getattr(args, "strict", False):
         overrides.setdefault("data", {})["strict"] = True
     if getattr(args, "freeze_backbone", False):
         overrides.setdefault("model", {})["freeze_backbone"] = True
+    if getattr(args, "warm_start", False):
+        overrides.setdefault("train", {})["warm_start"] = True
     if getattr(args, "no_cache", False):
         overrides["enable_cache"] = False
-    if args.data:
+    if getattr(args, "data", None):
         overrides.setdefault("data", {})["data_dirs"] = args.data
     if args.spans:
         overrides.setdefault("data", {})["spans"] = True
@@ -205,6 +271,100 @@ def _run(args: argparse.Namespace) -> int:
     print(f"\nvocdet: pipeline finished in {minutes}m{seconds:02d}s")
     for line in summary.lines():
         print(f"  {line}")
+    return 0
+
+
+def _cluster_config(args: argparse.Namespace) -> config_lib.PipelineConfig:
+    _quiet_logging(verbose=args.verbose)
+    config = config_from_args(args)
+    if config.data.labels_file:
+        config = config.with_overrides({"data": {"class_names": data_layout.read_labels_file(config.data.labels_file)}})
+    if not config.data.class_names:
+        raise UsageError("the cluster's data cannot be read from here: give the class names (--labels or data.class_names)")
+    return config
+
+
+def _compile(args: argparse.Namespace) -> int:
+    from pipeline import kubeflow
+
+    config = _cluster_config(args)
+    path = kubeflow.compile_pipeline(config, args.out)
+    print(f"vocdet compile: {path} (KFP v2 pipeline spec; image {config.kubeflow.image}, data_root default "
+          f"{config.kubeflow.data_root}, pipeline root {config.kubeflow.pipeline_root})")
+    return 0
+
+
+def _package(args: argparse.Namespace, config: config_lib.PipelineConfig, scratch: str) -> str:
+    """The compiled pipeline to upload: --package, or compiled now from the config."""
+    if args.package:
+        if not os.path.isfile(args.package):
+            raise UsageError(f"{args.package}: no such compiled pipeline")
+        return args.package
+    from pipeline import kubeflow
+
+    return kubeflow.compile_pipeline(config, os.path.join(scratch, "pipeline.yaml"))
+
+
+def _connection(args: argparse.Namespace, config: config_lib.PipelineConfig):
+    from pipeline import kfp_client
+
+    return kfp_client.Connection(
+        host=args.host,
+        namespace=args.namespace,
+        token_env=args.token_env,
+        token_file=args.token_file,
+        service_account=config.kubeflow.service_account,
+    )
+
+
+def _run_parameters(args: argparse.Namespace) -> dict:
+    from pipeline import kubeflow
+
+    return {kubeflow.DATA_ROOT_PARAMETER: args.data_root} if args.data_root else {}
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from pipeline import kfp_client
+
+    config = _cluster_config(args)
+    with tempfile.TemporaryDirectory() as scratch:
+        run_id = kfp_client.submit(
+            _connection(args, config),
+            _package(args, config, scratch),
+            config.pipeline_name,
+            args.experiment,
+            _run_parameters(args),
+        )
+    print(f"vocdet submit: run {run_id} started in experiment {args.experiment}")
+    return 0
+
+
+def _schedule(args: argparse.Namespace) -> int:
+    from pipeline import kfp_client
+
+    config = _cluster_config(args)
+    if args.list:
+        for run in kfp_client.list_schedules(_connection(args, config), args.experiment):
+            print(f"{run['id']}  {run['status']:<9} {run['cron']:<16} {run['name']}")
+        return 0
+    if args.disable:
+        kfp_client.disable_schedule(_connection(args, config), args.disable)
+        print(f"vocdet schedule: disabled {args.disable}")
+        return 0
+    if not args.cron:
+        raise UsageError("give --cron to create a schedule, or --list / --disable ID")
+    with tempfile.TemporaryDirectory() as scratch:
+        recurring_run_id = kfp_client.schedule(
+            _connection(args, config),
+            _package(args, config, scratch),
+            config.pipeline_name,
+            args.experiment,
+            _run_parameters(args),
+            cron=args.cron,
+            max_concurrency=args.max_concurrency,
+            catchup=not args.no_catchup,
+        )
+    print(f"vocdet schedule: recurring run {recurring_run_id} ({args.cron}) in experiment {args.experiment}")
     return 0
 
 

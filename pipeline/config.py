@@ -128,8 +128,20 @@ class TrainConfig:
     optimizer: str = "sgd"
     momentum: float = 0.9
     global_clipnorm: float = 10.0
+    # "step": the guide's warm-up, then 10x drops at decay_at. "plateau": the same
+    # warm-up, then the peak rate until the training loss stops improving for
+    # plateau_patience epochs (Keras's ReduceLROnPlateau, 10x at a time).
+    lr_schedule: str = "step"
+    plateau_patience: int = 3
+    # Stop when the training loss has not improved for this many epochs (0: never).
+    early_stopping_patience: int = 0
     jitter_scale: list[float] = dataclasses.field(default_factory=lambda: [0.75, 1.3])
     rand_augment_magnitude: float = 0.25
+    # Compile the train step with XLA.
+    jit_compile: bool = False
+    # Start from the weights of the latest blessed model of this pipeline, when
+    # there is one (scheduled retraining), instead of the backbone weights.
+    warm_start: bool = False
     seed: int = 0
 
     def learning_rate(self, global_batch_size: int) -> float:
@@ -138,6 +150,10 @@ class TrainConfig:
     def validate(self) -> None:
         if self.optimizer not in ("sgd", "adam"):
             raise ValueError(f"train.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+        if self.lr_schedule not in ("step", "plateau"):
+            raise ValueError(f"train.lr_schedule must be 'step' or 'plateau', got {self.lr_schedule!r}")
+        if self.plateau_patience < 1 or self.early_stopping_patience < 0:
+            raise ValueError("train.plateau_patience must be >= 1 and train.early_stopping_patience >= 0")
         if self.epochs < 1 or self.batch_size_per_replica < 1:
             raise ValueError("train.epochs and train.batch_size_per_replica must be positive")
         if self.steps_per_epoch < 0 or self.warmup_steps < 0:
@@ -184,6 +200,59 @@ class PushConfig:
 
 
 @dataclasses.dataclass
+class KubeflowConfig:
+    """Where and how the pipeline runs on Kubeflow Pipelines (`vocdet compile/submit/schedule`).
+
+    Paths are as the task containers see them: the PVC is mounted at
+    `pvc_mount_path` in every task. The pipeline root must be an object store
+    TensorFlow writes natively (gs://), since TFX tasks write their artefacts
+    directly to it; `object_store_secret` holds its credentials.
+    """
+
+    # The image every task runs in (docker/Dockerfile); --image sets it.
+    image: str = ""
+    pipeline_root: str = ""
+    # A VOCdevkit (or span-<N>/) root or a tfds data dir on the PVC; a runtime parameter of each run.
+    data_root: str = "/mnt/vocdet/data"
+    serving_dir: str = "/mnt/vocdet/serving"
+    # The service account runs use (k8s/rbac.yaml).
+    service_account: str = "vocdet-pipeline-runner"
+    pvc_name: str = "vocdet-data"
+    pvc_mount_path: str = "/mnt/vocdet"
+    # A Kubernetes secret with the object-store key file (GCP service account JSON),
+    # mounted in every task; empty: the nodes' own credentials (e.g. GKE Workload Identity).
+    object_store_secret: str = "vocdet-object-store"
+    object_store_secret_key: str = "key.json"
+    # Beam inside each task: DirectRunner over all the task's cores.
+    beam_pipeline_args: list[str] = dataclasses.field(
+        default_factory=lambda: ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]
+    )
+    # Resources of every task, and of the Trainer.
+    cpu_limit: float = 4.0
+    memory_limit_gb: float = 16.0
+    trainer_cpu_limit: float = 8.0
+    trainer_memory_limit_gb: float = 32.0
+    trainer_gpus: int = 1
+    # The Kubernetes resource KFP asks for (accelerator type in KFP's ResourceSpec).
+    gpu_resource: str = "nvidia.com/gpu"
+    gpu_node_selector: dict[str, str] = dataclasses.field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
+    gpu_tolerations: list[dict[str, str]] = dataclasses.field(
+        default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    )
+
+    def validate(self) -> None:
+        if self.pipeline_root and not self.pipeline_root.startswith("gs://"):
+            raise ValueError(
+                f"kubeflow.pipeline_root must be a gs:// URI TensorFlow can write from every task, got {self.pipeline_root!r}"
+            )
+        if self.trainer_gpus < 0 or min(self.cpu_limit, self.memory_limit_gb) <= 0:
+            raise ValueError("kubeflow: trainer_gpus must be >= 0, cpu and memory limits positive")
+        for path in (self.data_root, self.serving_dir):
+            if not path.startswith(self.pvc_mount_path.rstrip("/") + "/") and "://" not in path:
+                raise ValueError(f"kubeflow: {path!r} is neither under the PVC mount {self.pvc_mount_path} nor a URI")
+
+
+@dataclasses.dataclass
 class PipelineConfig:
     """Everything one pipeline run needs."""
 
@@ -196,6 +265,7 @@ class PipelineConfig:
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     push: PushConfig = dataclasses.field(default_factory=PushConfig)
+    kubeflow: KubeflowConfig = dataclasses.field(default_factory=KubeflowConfig)
 
     # Derived locations, all under output_dir unless set otherwise.
     @property
@@ -215,7 +285,7 @@ class PipelineConfig:
         return self.push.serving_dir or os.path.join(self.output_dir, "serving")
 
     def validate(self) -> "PipelineConfig":
-        for section in (self.data, self.model, self.train, self.eval, self.push):
+        for section in (self.data, self.model, self.train, self.eval, self.push, self.kubeflow):
             section.validate()
         return self
 
@@ -229,7 +299,7 @@ class PipelineConfig:
 
     def with_overrides(self, overrides: dict[str, Any]) -> "PipelineConfig":
         """Returns a copy with nested keys replaced, e.g. {"train": {"epochs": 3}}."""
-        merged = _deep_merge(dataclasses.asdict(self), overrides, path="")
+        merged = _deep_merge(PipelineConfig, dataclasses.asdict(self), overrides, path="")
         return _from_dict(PipelineConfig, merged).validate()
 
 
@@ -273,21 +343,23 @@ def load(preset: str = "demo", yaml_path: str | None = None, overrides: dict[str
             from_file = yaml.safe_load(handle) or {}
         if not isinstance(from_file, dict):
             raise ValueError(f"{yaml_path}: expected a mapping of config sections")
-        merged = _deep_merge(merged, from_file, path="")
-    merged = _deep_merge(merged, overrides or {}, path="")
+        merged = _deep_merge(PipelineConfig, merged, from_file, path="")
+    merged = _deep_merge(PipelineConfig, merged, overrides or {}, path="")
     return _from_dict(PipelineConfig, merged).validate()
 
 
-def _deep_merge(base: dict[str, Any], overrides: dict[str, Any], path: str) -> dict[str, Any]:
+def _deep_merge(cls: type, base: dict[str, Any], overrides: dict[str, Any], path: str) -> dict[str, Any]:
+    """`overrides` over `base` for dataclass `cls`: sections merge key by key, other values are replaced."""
+    hints = typing.get_type_hints(cls)
     merged = dict(base)
     for key, value in overrides.items():
         where = f"{path}{key}"
         if key not in base:
             raise ValueError(f"unknown config key {where!r}")
-        if isinstance(base[key], dict):
+        if dataclasses.is_dataclass(hints[key]):
             if not isinstance(value, dict):
                 raise ValueError(f"config key {where!r} is a section; give a mapping")
-            merged[key] = _deep_merge(base[key], value, path=f"{where}.")
+            merged[key] = _deep_merge(hints[key], base[key], value, path=f"{where}.")
         else:
             merged[key] = value
     return merged

@@ -14,6 +14,7 @@ import os
 import sys
 
 from ml_metadata.metadata_store import metadata_store
+from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
 from pipeline.config import PipelineConfig
@@ -32,6 +33,8 @@ class RunSummary:
     pushed_model_dir: str | None
     ingest_summary: dict
     data_profile: str | None = None
+    # The blessed model the newest Trainer run started from (train.warm_start), if any.
+    warm_started_from: str | None = None
 
     def lines(self) -> list[str]:
         lines = [
@@ -44,6 +47,8 @@ class RunSummary:
         lines.extend(f"data {line}" for line in count_lines(self.ingest_summary))
         if self.data_profile:
             lines.append(f"data profile (class counts, box sizes vs anchors): {self.data_profile}")
+        if self.warm_started_from:
+            lines.append(f"warm-started from the blessed model {self.warm_started_from}")
         return lines
 
 
@@ -147,7 +152,21 @@ def summarize(config: PipelineConfig) -> RunSummary:
         pushed_model_dir=pushed.custom_properties["pushed_destination"].string_value if was_pushed else None,
         ingest_summary=ingest_counts(raw_examples.uri),
         data_profile=_existing(os.path.join(newest("ModelRun").uri, "data_profile.png")),
+        warm_started_from=trainer_base_model(store),
     )
+
+
+def trainer_base_model(store) -> str | None:
+    """URI of the `base_model` the newest Trainer execution consumed (None: trained from scratch)."""
+    trainer_types = {t.id for t in store.get_execution_types() if t.name.endswith(".Trainer")}
+    trainers = [e for e in store.get_executions() if e.type_id in trainer_types]
+    if not trainers:
+        return None
+    newest_trainer = max(trainers, key=lambda execution: execution.id)
+    for event in store.get_events_by_execution_ids([newest_trainer.id]):
+        if event.type == metadata_store_pb2.Event.INPUT and event.path.steps[0].key == "base_model":
+            return store.get_artifacts_by_id([event.artifact_id])[0].uri
+    return None
 
 
 def _existing(path: str) -> str | None:

@@ -53,8 +53,15 @@ def create_pipeline(
         # StatisticsGen already profiles the data; Transform's own TFDV pass would repeat it.
         disable_statistics=True,
     )
+    # The latest blessed model: the Evaluator's baseline, and the Trainer's starting point with train.warm_start.
+    latest_blessed_model = tfx.dsl.Resolver(
+        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+    ).with_id("latest_blessed_model_resolver")
     trainer = tfx.components.Trainer(
         run_fn=TRAINER_RUN_FN,
+        base_model=latest_blessed_model.outputs["model"] if config.train.warm_start else None,
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
@@ -62,11 +69,6 @@ def create_pipeline(
         eval_args=tfx.proto.EvalArgs(splits=[data.eval_split]),
         custom_config=custom_config,
     )
-    latest_blessed_model = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
-        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
-        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
-    ).with_id("latest_blessed_model_resolver")
     evaluator = CocoEvaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
@@ -100,8 +102,8 @@ def create_pipeline(
             statistics_gen,
             schema_gen,
             transform,
-            trainer,
             latest_blessed_model,
+            trainer,
             evaluator,
             serving_check,
             pusher,

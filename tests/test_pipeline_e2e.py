@@ -178,8 +178,12 @@ def test_tfds_data_through_the_whole_pipeline_on_the_beam_runner(tfds_data_dir, 
 
 
 @pytest.mark.e2e
-def test_scheduled_runs_train_on_the_newest_spans(small_voc_root, tmp_path):
-    """Run 1 sees span 1; span 2 arrives; run 2 ingests it and trains on spans 1 and 2."""
+def test_scheduled_runs_train_on_the_newest_spans_and_warm_start(small_voc_root, tmp_path):
+    """Run 1 sees span 1; span 2 arrives; run 2 ingests it and trains on spans 1 and 2.
+
+    With --warm-start, run 1 (no blessed model yet) trains from the backbone
+    weights and run 2 starts from run 1's blessed model.
+    """
     import shutil
 
     root = tmp_path / "drops"
@@ -187,15 +191,29 @@ def test_scheduled_runs_train_on_the_newest_spans(small_voc_root, tmp_path):
     overrides = tmp_path / "spans.yaml"
     overrides.write_text(yaml.safe_dump({"data": {"train_on_last_spans": 2}, "model": {"eval_confidence_threshold": 0.0}}))
     argv = ["run", "--spans", "--data", str(root), "--output", str(tmp_path / "run"), "--config", str(overrides),
-            "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "4", "--blessing-threshold", "0"]
+            "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "4", "--blessing-threshold", "0", "--warm-start"]
+    config = config_lib.load("demo", str(overrides), {"output_dir": str(tmp_path / "run"), "data": {"spans": True}})
 
-    def boxes_trained_on():
-        config = config_lib.load("demo", str(overrides), {"output_dir": str(tmp_path / "run"), "data": {"spans": True}})
-        with open(os.path.join(os.path.dirname(local_runner.summarize(config).data_profile), "data_profile.json")) as handle:
+    def boxes_trained_on(summary):
+        with open(os.path.join(os.path.dirname(summary.data_profile), "data_profile.json")) as handle:
             return json.load(handle)["anchors"]["boxes"]
 
     assert cli.main(argv) == 0
-    one_span = boxes_trained_on()
+    first = local_runner.summarize(config)
+    assert first.blessed and first.warm_started_from is None
+    first_model = max(_store(config).get_artifacts_by_type("Model"), key=lambda artifact: artifact.id).uri
     shutil.copytree(root / "span-1", root / "span-2")
     assert cli.main(argv) == 0
-    assert boxes_trained_on() == 2 * one_span
+    second = local_runner.summarize(config)
+    assert boxes_trained_on(second) == 2 * boxes_trained_on(first)
+    # Run 2's Trainer consumed run 1's blessed model, whose Keras weights sit beside its SavedModel.
+    assert second.warm_started_from == first_model
+    from components.trainer import warm_start
+
+    assert os.path.exists(warm_start.weights_path(os.path.join(first_model, "Format-Serving")))
+
+
+def _store(config):
+    from ml_metadata.metadata_store import metadata_store
+
+    return metadata_store.MetadataStore(local_runner.metadata_config(config))

@@ -66,6 +66,42 @@ def anchor_report(histograms: dict[str, dict[str, int]], anchor_size: float) -> 
     }
 
 
+def boxes_beyond(histograms: dict[str, dict[str, int]], max_boxes: int) -> tuple[int, int]:
+    """(objects cut, images cut) when every image keeps at most `max_boxes` objects."""
+    per_image = {int(token): count for token, count in histograms["objects_per_image"].items()}
+    objects = sum((objects - max_boxes) * images for objects, images in per_image.items() if objects > max_boxes)
+    images = sum(images for objects, images in per_image.items() if objects > max_boxes)
+    return objects, images
+
+
+def anchor_match_rate(model, dataset, batches: int = 16) -> float:
+    """Fraction of ground-truth boxes some anchor matches at the label encoder's positive IoU.
+
+    KerasCV's former `percent_boxes_matched_with_anchor`, measured on augmented
+    training batches: a box no anchor matches contributes no positive anchor
+    and is never learnt.
+    """
+    import keras_cv
+    from keras import ops
+
+    matched = total = 0
+    for images, targets in dataset.take(batches):
+        anchors = model.anchor_generator(image_shape=tuple(images.shape[1:]))
+        anchors = ops.concatenate(list(anchors.values()), axis=0)
+        boxes = keras_cv.bounding_box.convert_format(
+            targets["boxes"], source=model.bounding_box_format, target="xyxy", images=images
+        )
+        anchors = keras_cv.bounding_box.convert_format(
+            anchors, source=model.anchor_generator.bounding_box_format, target="xyxy", images=images[0]
+        )
+        iou = keras_cv.bounding_box.compute_iou(boxes, anchors, bounding_box_format="xyxy")  # [B, boxes, anchors]
+        real = ops.convert_to_numpy(targets["classes"]) >= 0
+        best = ops.convert_to_numpy(ops.max(iou, axis=-1))
+        matched += int((best[real] >= model.label_encoder.positive_threshold).sum())
+        total += int(real.sum())
+    return matched / total if total else 1.0
+
+
 def write_profile(histograms: dict[str, dict[str, int]], anchor: dict, directory: str) -> str:
     """Writes data_profile.json and data_profile.png; returns the JSON path."""
     import matplotlib

@@ -5,6 +5,11 @@
 - otherwise (one GPU, or CPU): the default one-device strategy.
 
 Mixed precision (mixed_float16) is turned on only when GPUs are visible.
+
+Under MultiWorkerMirroredStrategy every worker runs `run_fn` and must take
+part in every step and in the export, but only the chief's files count: the
+other workers write theirs to a private folder (`task_dir`), TensorFlow's
+documented pattern, so no two processes write one file.
 """
 
 from __future__ import annotations
@@ -19,9 +24,31 @@ import tensorflow as tf
 _logger = logging.getLogger(__name__)
 
 
+def _tf_config() -> dict:
+    return json.loads(os.environ.get("TF_CONFIG") or "{}")
+
+
 def worker_count() -> int:
-    cluster = json.loads(os.environ.get("TF_CONFIG") or "{}").get("cluster", {})
+    cluster = _tf_config().get("cluster", {})
     return len(cluster.get("worker", [])) + len(cluster.get("chief", []))
+
+
+def is_chief() -> bool:
+    """The chief writes the real outputs: task `chief`, or worker 0 when there is no chief."""
+    config = _tf_config()
+    task = config.get("task", {})
+    if not task:
+        return True
+    if "chief" in config.get("cluster", {}):
+        return task.get("type") == "chief"
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0
+
+
+def task_dir(path: str) -> str:
+    """`path` on the chief; a private `path/.worker-<index>` on the other workers."""
+    if is_chief():
+        return path
+    return os.path.join(path, f".worker-{_tf_config()['task'].get('index', 0)}")
 
 
 def choose_strategy() -> tf.distribute.Strategy:

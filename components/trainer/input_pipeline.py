@@ -10,7 +10,15 @@ augmentation, every layer told the `bounding_box_format`:
   serving signature applies.
 
 Then boxes are padded to `max_boxes` (KerasCV's dense format, class -1 for
-padding) and the batch is `(images, {"boxes", "classes"})`.
+padding) and the batch is `(images, {"boxes", "classes"})`. Objects beyond
+`max_boxes` in one image are cut; the Trainer counts them from Transform's
+objects-per-image histogram and warns (see module.py).
+
+The parsing spec is Transform's own (`TFTransformOutput.transformed_feature_spec`).
+Under a distribution strategy `distributed_dataset` builds one pipeline per
+worker (`strategy.distribute_datasets_from_function`): each reads its own
+shard of files (or of records, when there are fewer files than workers) and
+batches the per-replica batch size.
 
 RandAugment: keras_cv.layers.RandAugment fails inside tf.data on
 `{images, bounding_boxes}` dicts under Keras 3 (its RandomChoice accesses a
@@ -27,45 +35,76 @@ import tensorflow as tf
 from components import features
 
 
-def transformed_feature_spec() -> dict[str, tf.io.FixedLenFeature | tf.io.VarLenFeature]:
-    """Parsing spec of the transformed examples the Trainer reads."""
-    return {
-        features.IMAGE: tf.io.FixedLenFeature([], tf.string),
-        features.IMAGE_HEIGHT: tf.io.FixedLenFeature([], tf.int64),
-        features.IMAGE_WIDTH: tf.io.FixedLenFeature([], tf.int64),
-        features.BOXES: tf.io.VarLenFeature(tf.float32),
-        features.CLASSES: tf.io.VarLenFeature(tf.int64),
-    }
-
-
-def decode_example(serialized: tf.Tensor) -> dict:
+def decode_example(serialized: tf.Tensor, feature_spec: dict) -> dict:
     """One serialized transformed example -> KerasCV's `{images, bounding_boxes}`."""
-    parsed = tf.io.parse_single_example(serialized, transformed_feature_spec())
+    parsed = tf.io.parse_single_example(serialized, feature_spec)
     image = tf.io.decode_jpeg(parsed[features.IMAGE], channels=3)
     boxes = tf.reshape(tf.sparse.to_dense(parsed[features.BOXES]), [-1, 4])
     classes = tf.cast(tf.sparse.to_dense(parsed[features.CLASSES]), tf.float32)
     return {"images": tf.cast(image, tf.float32), "bounding_boxes": {"boxes": boxes, "classes": classes}}
 
 
+def distributed_dataset(
+    strategy: tf.distribute.Strategy,
+    file_pattern: str | list[str],
+    tf_transform_output,
+    model_config,
+    train_config,
+    global_batch_size: int,
+) -> tf.distribute.DistributedDataset:
+    """The training dataset, one input pipeline per worker, batched per replica."""
+
+    def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
+        return make_dataset(
+            file_pattern,
+            tf_transform_output,
+            model_config,
+            train_config,
+            input_context.get_per_replica_batch_size(global_batch_size),
+            training=True,
+            input_context=input_context,
+        )
+
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
 def make_dataset(
     file_pattern: str | list[str],
+    tf_transform_output,
     model_config,
     train_config,
     batch_size: int,
     training: bool,
+    input_context: tf.distribute.InputContext | None = None,
 ) -> tf.data.Dataset:
     """Batches of `(images [B, S, S, 3] float 0-255, {"boxes": [B, max_boxes, 4], "classes": [B, max_boxes]})`."""
     bounding_box_format = model_config.bounding_box_format
     size = model_config.image_size
-    files = tf.data.Dataset.list_files(file_pattern, shuffle=training, seed=train_config.seed)
+    paths = sorted(_glob(file_pattern))
+    pipelines, pipeline_id = (
+        (input_context.num_input_pipelines, input_context.input_pipeline_id) if input_context else (1, 0)
+    )
+    shard_files = pipelines > 1 and len(paths) >= pipelines
+    if shard_files:
+        paths = paths[pipeline_id::pipelines]
+    files = tf.data.Dataset.from_tensor_slices(paths)
+    if training:
+        files = files.shuffle(len(paths), seed=train_config.seed)
     dataset = files.interleave(
         lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=not training,
     )
+    if pipelines > 1 and not shard_files:
+        dataset = dataset.shard(pipelines, pipeline_id)
     if training:
         dataset = dataset.shuffle(512, seed=train_config.seed).repeat()
-    dataset = dataset.map(decode_example, num_parallel_calls=tf.data.AUTOTUNE)
+    feature_spec = {
+        key: spec
+        for key, spec in tf_transform_output.transformed_feature_spec().items()
+        if key in (features.IMAGE, features.BOXES, features.CLASSES)
+    }
+    dataset = dataset.map(lambda record: decode_example(record, feature_spec), num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.ragged_batch(batch_size, drop_remainder=training)
 
     if training:
@@ -79,12 +118,8 @@ def make_dataset(
                 ),
             ]
         )
-        colour = colour_augmenter(train_config.rand_augment_magnitude)
         dataset = dataset.map(geometric, num_parallel_calls=tf.data.AUTOTUNE)
-        dataset = dataset.map(
-            lambda batch: {**batch, "images": colour(batch["images"])},
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
+        dataset = dataset.map(colour_stage(train_config.rand_augment_magnitude), num_parallel_calls=tf.data.AUTOTUNE)
     else:
         resizing = keras_cv.layers.Resizing(
             size, size, bounding_box_format=bounding_box_format, pad_to_aspect_ratio=True
@@ -99,16 +134,20 @@ def make_dataset(
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 
-def colour_augmenter(magnitude: float) -> keras_cv.layers.RandAugment:
-    """The guide's RandAugment, colour operations only; apply it to images alone."""
-    return keras_cv.layers.RandAugment(
+def colour_stage(magnitude: float):
+    """The guide's RandAugment (colour operations only) as a batch map that changes the images alone."""
+    rand_augment = keras_cv.layers.RandAugment(
         value_range=(0, 255), rate=0.5, magnitude=magnitude, augmentations_per_image=2, geometric=False
     )
+    return lambda batch: {**batch, "images": rand_augment(batch["images"])}
+
+
+def _glob(file_pattern: str | list[str]) -> list[str]:
+    patterns = [file_pattern] if isinstance(file_pattern, str) else file_pattern
+    return [path for pattern in patterns for path in tf.io.gfile.glob(pattern)]
 
 
 def count_records(file_pattern: str | list[str]) -> int:
     """Number of records in gzipped TFRecord files (no parsing)."""
-    patterns = [file_pattern] if isinstance(file_pattern, str) else file_pattern
-    files = [path for pattern in patterns for path in tf.io.gfile.glob(pattern)]
-    dataset = tf.data.TFRecordDataset(files, compression_type="GZIP")
+    dataset = tf.data.TFRecordDataset(_glob(file_pattern), compression_type="GZIP")
     return int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))

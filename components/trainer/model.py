@@ -1,9 +1,19 @@
 """Builds and compiles the KerasCV RetinaNet the KerasCV guide trains.
 
-Backbones are KerasCV ResNet (v1) backbones built from their architecture
-arguments, never from a preset: presets download from the internet, and
-nothing here may. Pretrained weights come from a local Keras weights file
-(`model.backbone_weights`).
+Backbones are KerasCV ResNet or CSPDarkNet backbones built from their
+architecture arguments, never from a preset: presets download from the
+internet, and nothing here may. Pretrained weights come from a local Keras
+weights file (`model.backbone_weights`).
+
+Two corrections make training on N replicas (MirroredStrategy, or
+MultiWorkerMirroredStrategy) take the step one device would take on the
+same global batch. Keras 3.6 sums the replicas' gradients without scaling,
+so each replica's loss must be its share of the global loss:
+
+- `RetinaNet.compute_loss` divides by the positive anchors of the global
+  batch (all-reduced), where KerasCV divides by each replica's own count;
+- `clip_globally` clips the all-reduced gradient by `global_clipnorm`,
+  where Keras clips each replica's partial gradient before the sum.
 """
 
 from __future__ import annotations
@@ -13,6 +23,8 @@ import os
 
 import keras
 import keras_cv
+import tensorflow as tf
+from keras import ops
 from keras_cv.src.models.object_detection.retinanet.prediction_head import PredictionHead
 
 # 3 scales x 3 aspect ratios, as KerasCV's RetinaNet.
@@ -72,12 +84,70 @@ def anchor_generator(bounding_box_format: str, anchor_size: float) -> keras_cv.l
     )
 
 
-def build_retinanet(model_config, num_classes: int) -> keras_cv.models.RetinaNet:
+@keras.saving.register_keras_serializable(package="vocdet")
+class RetinaNet(keras_cv.models.RetinaNet):
+    """KerasCV's RetinaNet, its losses normalised by the global batch's positive anchors."""
+
+    def compute_loss(self, x, y, y_pred, sample_weight=None, **kwargs):
+        # KerasCV's RetinaNet.compute_loss, but for the normaliser (marked).
+        y_for_label_encoder = keras_cv.bounding_box.convert_format(
+            y, source=self.bounding_box_format, target=self.label_encoder.bounding_box_format, images=x
+        )
+        boxes, classes = self.label_encoder(x, y_for_label_encoder)
+        positive_mask = ops.cast(ops.greater(classes, -1.0), dtype="float32")
+        normalizer = _sum_over_replicas(ops.sum(positive_mask))  # <- the change
+        # Anchors labelled -2 (IoU between the thresholds) are ignored.
+        cls_weights = ops.cast(ops.not_equal(classes, -2.0), dtype="float32")
+        weights = ops.cond(
+            normalizer == 0,
+            lambda: {"box": ops.zeros_like(positive_mask), "classification": ops.zeros_like(cls_weights)},
+            lambda: {"box": positive_mask / normalizer, "classification": cls_weights / normalizer},
+        )
+        y_true = {
+            "box": boxes,
+            "classification": ops.one_hot(ops.cast(classes, "int32"), self.num_classes, dtype="float32"),
+        }
+        loss = super(keras_cv.models.RetinaNet, self).compute_loss(
+            x=x, y=y_true, y_pred=y_pred, sample_weight=weights
+        )
+        # Gradients flow through this replica's share of the global loss; the value
+        # Keras reports (it may read the first replica only) is the global loss itself.
+        global_loss = _sum_over_replicas(ops.stop_gradient(loss))
+        return loss + (global_loss - ops.stop_gradient(loss))
+
+
+def _sum_over_replicas(value):
+    """`value` summed over all replicas (itself outside a distribution)."""
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, value)
+
+
+def clip_globally(optimizer_class: type[keras.optimizers.Optimizer]) -> type[keras.optimizers.Optimizer]:
+    """`optimizer_class` with `global_clipnorm` applied to the gradient summed over replicas."""
+
+    class GloballyClipped(optimizer_class):
+        def _clip_gradients(self, grads):
+            context = tf.distribute.get_replica_context()
+            if not self.global_clipnorm or context is None or context.num_replicas_in_sync == 1:
+                return super()._clip_gradients(grads)
+            replicas = context.num_replicas_in_sync
+            total = context.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+            clipped, _ = tf.clip_by_global_norm(total, self.global_clipnorm)
+            # Keras sums the replicas' gradients next: each contributes 1/replicas of the clipped total.
+            return [gradient / replicas for gradient in clipped]
+
+    GloballyClipped.__name__ = optimizer_class.__name__
+    return GloballyClipped
+
+
+def build_retinanet(model_config, num_classes: int) -> RetinaNet:
     """The RetinaNet for `model_config` (a `pipeline.config.ModelConfig`)."""
     backbone = build_backbone(model_config.backbone, model_config.backbone_weights)
     if model_config.freeze_backbone:
         backbone.trainable = False
-    return keras_cv.models.RetinaNet(
+    return RetinaNet(
         num_classes=num_classes,
         bounding_box_format=model_config.bounding_box_format,
         backbone=backbone,
@@ -104,12 +174,29 @@ def build_retinanet(model_config, num_classes: int) -> keras_cv.models.RetinaNet
     )
 
 
+# The guide's stepped warm-up: fractions of the peak rate up to warmup/4, warmup/2, warmup.
+_WARMUP_FRACTIONS = (0.001, 0.25, 0.5)
+
+
+def _warmup_boundaries(warmup_steps: int) -> list[int]:
+    warmup = max(1, warmup_steps)
+    return [warmup // 4, warmup // 2, warmup]
+
+
+def warmup_learning_rate(peak: float, warmup_steps: int, step: int) -> float:
+    """The warm-up's rate at `step` (the peak once warm-up is over)."""
+    for boundary, fraction in zip(_warmup_boundaries(warmup_steps), _WARMUP_FRACTIONS):
+        if step <= boundary:
+            return peak * fraction
+    return peak
+
+
 def learning_rate_schedule(train_config, global_batch_size: int, total_steps: int):
     """The guide's shape: a stepped warm-up, then 10x drops at `decay_at` of training."""
     peak = train_config.learning_rate(global_batch_size)
-    warmup = max(1, train_config.warmup_steps)
-    boundaries = [warmup // 4, warmup // 2, warmup] + [max(warmup + 1, int(f * total_steps)) for f in train_config.decay_at]
-    values = [peak * 0.001, peak * 0.25, peak * 0.5, peak] + [peak * 0.1**(i + 1) for i in range(len(train_config.decay_at))]
+    boundaries = _warmup_boundaries(train_config.warmup_steps)
+    boundaries += [max(boundaries[-1] + 1, int(f * total_steps)) for f in train_config.decay_at]
+    values = [peak * f for f in _WARMUP_FRACTIONS] + [peak] + [peak * 0.1 ** (i + 1) for i in range(len(train_config.decay_at))]
     # PiecewiseConstantDecay needs strictly increasing boundaries.
     for index in range(1, len(boundaries)):
         boundaries[index] = max(boundaries[index], boundaries[index - 1] + 1)
@@ -121,13 +208,21 @@ def compile_retinanet(model, train_config, global_batch_size: int, total_steps: 
 
     `train.optimizer="adam"` trades the guide's SGD for Adam, which trains a
     randomly initialised backbone much faster in the few hundred steps a CPU
-    demo can afford.
+    demo can afford. With `lr_schedule="plateau"` the rate is a plain float
+    that the warm-up and ReduceLROnPlateau callbacks set (see callbacks.py).
     """
-    learning_rate = learning_rate_schedule(train_config, global_batch_size, total_steps)
-    if train_config.optimizer == "adam":
-        optimizer = keras.optimizers.Adam(learning_rate=learning_rate, global_clipnorm=train_config.global_clipnorm)
+    if train_config.lr_schedule == "plateau":
+        learning_rate = warmup_learning_rate(train_config.learning_rate(global_batch_size), train_config.warmup_steps, 0)
     else:
-        optimizer = keras.optimizers.SGD(
+        learning_rate = learning_rate_schedule(train_config, global_batch_size, total_steps)
+    if train_config.optimizer == "adam":
+        optimizer = clip_globally(keras.optimizers.Adam)(
+            learning_rate=learning_rate, global_clipnorm=train_config.global_clipnorm
+        )
+    else:
+        optimizer = clip_globally(keras.optimizers.SGD)(
             learning_rate=learning_rate, momentum=train_config.momentum, global_clipnorm=train_config.global_clipnorm
         )
-    model.compile(optimizer=optimizer, classification_loss="focal", box_loss="smoothl1")
+    model.compile(
+        optimizer=optimizer, classification_loss="focal", box_loss="smoothl1", jit_compile=train_config.jit_compile
+    )

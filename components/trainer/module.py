@@ -2,7 +2,7 @@
 
 It reads the pipeline configuration from `custom_config`, picks the
 distribution strategy and the global batch, and hands off to the input
-pipeline, the model builder and the serving export.
+pipeline, the model builder, the callbacks and the serving export.
 """
 
 from __future__ import annotations
@@ -10,22 +10,33 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import tempfile
 
-import keras
 import tensorflow_transform as tft
 
-from components.trainer import data_profile, distribution, input_pipeline, model as model_lib, serving
+from components.trainer import (
+    callbacks as callbacks_lib,
+    data_profile,
+    distribution,
+    input_pipeline,
+    model as model_lib,
+    serving,
+    warm_start,
+)
 from pipeline.config import PipelineConfig
 
 _logger = logging.getLogger(__name__)
+
+# Below this share of ground-truth boxes matched by an anchor, the Trainer warns.
+MIN_ANCHOR_MATCH_RATE = 0.9
 
 
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (`tfx.components.Trainer(run_fn=...)`)."""
     config = PipelineConfig.from_custom_config(fn_args.custom_config)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    _profile_data(tf_transform_output, config, fn_args.model_run_dir)
     strategy = distribution.choose_strategy()
+    _profile_data(tf_transform_output, config, distribution.task_dir(fn_args.model_run_dir))
     global_batch_size = config.train.batch_size_per_replica * strategy.num_replicas_in_sync
 
     num_train_examples = input_pipeline.count_records(fn_args.train_files)
@@ -38,40 +49,40 @@ def run_fn(fn_args) -> None:
         steps_per_epoch,
         config.train.epochs,
     )
-    train_dataset = input_pipeline.make_dataset(
-        fn_args.train_files, config.model, config.train, global_batch_size, training=True
-    )
 
     with strategy.scope():
         model = model_lib.build_retinanet(config.model, num_classes=len(config.data.class_names))
+        if config.train.warm_start:
+            warm_start.restore(model, fn_args.base_model)
         model_lib.compile_retinanet(model, config.train, global_batch_size, total_steps)
 
-    callbacks = [
-        keras.callbacks.TensorBoard(log_dir=fn_args.model_run_dir, update_freq="epoch"),
-        # A preempted or killed Trainer resumes from its last epoch instead of from zero.
-        keras.callbacks.BackupAndRestore(backup_dir=os.path.join(fn_args.model_run_dir, "backup")),
-    ]
+    _check_anchor_fit(model, fn_args.train_files, tf_transform_output, config)
+    train_dataset = input_pipeline.distributed_dataset(
+        strategy, fn_args.train_files, tf_transform_output, config.model, config.train, global_batch_size
+    )
     model.fit(
         train_dataset,
         epochs=config.train.epochs,
         steps_per_epoch=steps_per_epoch,
-        callbacks=callbacks,
+        callbacks=callbacks_lib.make_callbacks(config.train, fn_args.model_run_dir, global_batch_size),
         # A progress bar for a person at a terminal, one line per epoch in logs.
         verbose=1 if sys.stdout.isatty() else 2,
     )
 
-    serving.export_serving_model(
-        model,
-        tf_transform_output,
-        config.model,
-        config.data.class_names,
-        fn_args.serving_model_dir,
-    )
-    _logger.info("Serving model written to %s", fn_args.serving_model_dir)
+    if distribution.is_chief():
+        serving.export_serving_model(
+            model, tf_transform_output, config.model, config.data.class_names, fn_args.serving_model_dir
+        )
+        warm_start.save(model, fn_args.serving_model_dir)
+        _logger.info("Serving model written to %s", fn_args.serving_model_dir)
+    else:
+        # MultiWorkerMirroredStrategy: every worker takes part in the export; only the chief's copy is kept.
+        with tempfile.TemporaryDirectory(prefix="vocdet-worker-export-") as scratch:
+            serving.export_serving_model(model, tf_transform_output, config.model, config.data.class_names, scratch)
 
 
 def _profile_data(tf_transform_output, config, model_run_dir: str) -> None:
-    """Writes Transform's dataset histograms beside the TensorBoard logs; warns when anchors do not fit."""
+    """Writes Transform's dataset histograms beside the TensorBoard logs; warns about what training will lose."""
     histograms = data_profile.read_histograms(tf_transform_output)
     anchors = data_profile.anchor_report(histograms, config.model.anchor_size)
     path = data_profile.write_profile(histograms, anchors, model_run_dir)
@@ -85,3 +96,28 @@ def _profile_data(tf_transform_output, config, model_run_dir: str) -> None:
             100 * anchors["fraction_below_smallest_anchor"],
             anchors["smallest_anchor_px"],
         )
+    objects_cut, images_cut = data_profile.boxes_beyond(histograms, config.model.max_boxes)
+    if objects_cut:
+        _logger.warning(
+            "%d objects in %d images are beyond model.max_boxes=%d and are left out of training; raise max_boxes",
+            objects_cut,
+            images_cut,
+            config.model.max_boxes,
+        )
+
+
+def _check_anchor_fit(model, train_files, tf_transform_output, config) -> None:
+    """Logs KerasCV's former percent_boxes_matched_with_anchor on augmented training batches."""
+    sample = input_pipeline.make_dataset(
+        train_files, tf_transform_output, config.model, config.train, config.train.batch_size_per_replica, training=True
+    )
+    rate = data_profile.anchor_match_rate(model, sample)
+    log = _logger.warning if rate < MIN_ANCHOR_MATCH_RATE else _logger.info
+    log(
+        "%.1f%% of training boxes are matched by an anchor at IoU >= %.2f%s",
+        100 * rate,
+        model.label_encoder.positive_threshold,
+        "; the anchors do not fit the data (see the dataset profile; model.anchor_size)"
+        if rate < MIN_ANCHOR_MATCH_RATE
+        else "",
+    )
