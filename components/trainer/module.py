@@ -8,7 +8,6 @@ pipeline, the model builder, the callbacks and the serving export.
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import tempfile
 
