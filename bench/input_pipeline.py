@@ -58,7 +58,7 @@ def guide_dataset(files: list[str], train_config) -> tf.data.Dataset:
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").repeat().shuffle(BATCH * 4)
     dataset = dataset.map(unpackage, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.apply(tf.data.experimental.dense_to_ragged_batch(BATCH))
-    dataset = dataset.map(lambda x: augment(x, training=True), num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.map(augment, num_parallel_calls=tf.data.AUTOTUNE)  # the guide passes training=True; Keras 3 layers take no such argument here
     dataset = dataset.map(colour, num_parallel_calls=tf.data.AUTOTUNE)
     dataset = dataset.map(
         lambda x: (x["images"], keras_cv.bounding_box.to_dense(x["bounding_boxes"], max_boxes=32)),
