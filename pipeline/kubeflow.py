@@ -18,7 +18,6 @@ this module only binds the cluster:
 from __future__ import annotations
 
 import os
-import tempfile
 
 from google.protobuf import json_format
 from kfp import kubernetes
@@ -75,9 +74,9 @@ def compile_pipeline(config: PipelineConfig, output_path: str) -> str:
             # Schema 2.1: typed parameters with defaults, what KFP 2's backend and SDK read.
             use_pipeline_spec_2_1=True,
         ),
-        output_dir=tempfile.mkdtemp(prefix="vocdet-compile-"),
+        output_dir=os.path.dirname(os.path.abspath(output_path)),
     )
-    job = runner.run(pipeline, write_out=False)
+    job = runner.run(pipeline, write_out=False)  # the spec as a dict; written below with the platform config
     pipeline_spec = json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
     pipeline_spec.default_pipeline_root = kubeflow.pipeline_root
     data_root_spec = pipeline_spec.root.input_definitions.parameters[DATA_ROOT_PARAMETER]
