@@ -52,18 +52,18 @@ def task_dir(path: str) -> str:
 
 
 def choose_strategy() -> tf.distribute.Strategy:
+    """Call before anything else runs TensorFlow ops: MultiWorkerMirroredStrategy must come first."""
+    # MultiWorkerMirroredStrategy configures collective ops, which must happen before
+    # TensorFlow's context starts; listing devices would start it.
+    strategy = tf.distribute.MultiWorkerMirroredStrategy() if worker_count() > 1 else None
     gpus = tf.config.list_logical_devices("GPU")
-    if worker_count() > 1:
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    elif len(gpus) > 1:
-        strategy = tf.distribute.MirroredStrategy()
-    else:
-        strategy = tf.distribute.get_strategy()
+    if strategy is None:
+        strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     if gpus:
         keras.mixed_precision.set_global_policy("mixed_float16")
     _logger.info(
         "Training with %s over %d replica(s)%s",
-        type(strategy).__name__,
+        "MultiWorkerMirroredStrategy" if worker_count() > 1 else type(strategy).__name__,
         strategy.num_replicas_in_sync,
         ", mixed_float16" if gpus else "",
     )

@@ -15,10 +15,11 @@ padding) and the batch is `(images, {"boxes", "classes"})`. Objects beyond
 objects-per-image histogram and warns (see module.py).
 
 The parsing spec is Transform's own (`TFTransformOutput.transformed_feature_spec`).
-Under a distribution strategy `distributed_dataset` builds one pipeline per
-worker (`strategy.distribute_datasets_from_function`): each reads its own
-shard of files (or of records, when there are fewer files than workers) and
-batches the per-replica batch size.
+Under a distribution strategy the dataset is batched by the global batch and
+Keras distributes it: split over the replicas, and over several workers
+sharded by record (tf.data's DATA auto-shard policy: FILE sharding fails when a
+split has fewer files than there are workers). An explicit `input_context`
+shards by file where it can, for custom loops.
 
 RandAugment: keras_cv.layers.RandAugment fails inside tf.data on
 `{images, bounding_boxes}` dicts under Keras 3 (its RandomChoice accesses a
@@ -42,30 +43,6 @@ def decode_example(serialized: tf.Tensor, feature_spec: dict) -> dict:
     boxes = tf.reshape(tf.sparse.to_dense(parsed[features.BOXES]), [-1, 4])
     classes = tf.cast(tf.sparse.to_dense(parsed[features.CLASSES]), tf.float32)
     return {"images": tf.cast(image, tf.float32), "bounding_boxes": {"boxes": boxes, "classes": classes}}
-
-
-def distributed_dataset(
-    strategy: tf.distribute.Strategy,
-    file_pattern: str | list[str],
-    tf_transform_output,
-    model_config,
-    train_config,
-    global_batch_size: int,
-) -> tf.distribute.DistributedDataset:
-    """The training dataset, one input pipeline per worker, batched per replica."""
-
-    def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
-        return make_dataset(
-            file_pattern,
-            tf_transform_output,
-            model_config,
-            train_config,
-            input_context.get_per_replica_batch_size(global_batch_size),
-            training=True,
-            input_context=input_context,
-        )
-
-    return strategy.distribute_datasets_from_function(dataset_fn)
 
 
 def make_dataset(
@@ -131,7 +108,9 @@ def make_dataset(
         lambda batch: (batch["images"], keras_cv.bounding_box.to_dense(batch["bounding_boxes"], max_boxes=max_boxes)),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
-    return dataset.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
+    return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def colour_stage(magnitude: float):

@@ -32,9 +32,11 @@ MIN_ANCHOR_MATCH_RATE = 0.9
 
 def run_fn(fn_args) -> None:
     """TFX Trainer entry point (`tfx.components.Trainer(run_fn=...)`)."""
+    # First: MultiWorkerMirroredStrategy configures collective ops, which must happen
+    # before TensorFlow's context starts (loading the Transform output starts it).
+    strategy = distribution.choose_strategy()
     config = PipelineConfig.from_custom_config(fn_args.custom_config)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
-    strategy = distribution.choose_strategy()
     _profile_data(tf_transform_output, config, distribution.task_dir(fn_args.model_run_dir))
     global_batch_size = config.train.batch_size_per_replica * strategy.num_replicas_in_sync
 
@@ -56,8 +58,10 @@ def run_fn(fn_args) -> None:
         model_lib.compile_retinanet(model, config.train, global_batch_size, total_steps)
 
     _check_anchor_fit(model, fn_args.train_files, tf_transform_output, config)
-    train_dataset = input_pipeline.distributed_dataset(
-        strategy, fn_args.train_files, tf_transform_output, config.model, config.train, global_batch_size
+    # Batched by the global batch; Keras splits it over the replicas and, with several
+    # workers, shards it by record (see input_pipeline).
+    train_dataset = input_pipeline.make_dataset(
+        fn_args.train_files, tf_transform_output, config.model, config.train, global_batch_size, training=True
     )
     model.fit(
         train_dataset,
