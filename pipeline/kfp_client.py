@@ -66,11 +66,19 @@ def upload(client, package_path: str, pipeline_name: str) -> tuple[str, str]:
     return pipeline_id, version.pipeline_version_id
 
 
-def submit(connection: Connection, package_path: str, pipeline_name: str, experiment: str, parameters: dict) -> str:
-    """Uploads the pipeline and starts one run; returns the run id."""
+def _upload_into_experiment(connection: Connection, package_path: str, pipeline_name: str, experiment: str):
+    """(client, pipeline id, version id, experiment id): what a run or a recurring run refers to."""
     client = connection.client()
     pipeline_id, version_id = upload(client, package_path, pipeline_name)
     experiment_id = client.create_experiment(experiment, namespace=connection.namespace).experiment_id
+    return client, pipeline_id, version_id, experiment_id
+
+
+def submit(connection: Connection, package_path: str, pipeline_name: str, experiment: str, parameters: dict) -> str:
+    """Uploads the pipeline and starts one run; returns the run id."""
+    client, pipeline_id, version_id, experiment_id = _upload_into_experiment(
+        connection, package_path, pipeline_name, experiment
+    )
     run = client.run_pipeline(
         experiment_id=experiment_id,
         job_name=f"{pipeline_name}-{time.strftime('%Y%m%d-%H%M%S')}",
@@ -96,9 +104,9 @@ def schedule(
     if max_concurrency < 1:
         raise ValueError("--max-concurrency must be at least 1")
     cron = kfp_cron(cron)
-    client = connection.client()
-    pipeline_id, version_id = upload(client, package_path, pipeline_name)
-    experiment_id = client.create_experiment(experiment, namespace=connection.namespace).experiment_id
+    client, pipeline_id, version_id, experiment_id = _upload_into_experiment(
+        connection, package_path, pipeline_name, experiment
+    )
     recurring_run = client.create_recurring_run(
         experiment_id=experiment_id,
         job_name=f"{pipeline_name}-retraining",

@@ -18,8 +18,7 @@ The parsing spec is Transform's own (`TFTransformOutput.transformed_feature_spec
 Under a distribution strategy the dataset is batched by the global batch and
 Keras distributes it: split over the replicas, and over several workers
 sharded by record (tf.data's DATA auto-shard policy: FILE sharding fails when a
-split has fewer files than there are workers). An explicit `input_context`
-shards by file where it can, for custom loops.
+split has fewer files than there are workers).
 
 RandAugment: keras_cv.layers.RandAugment fails inside tf.data on
 `{images, bounding_boxes}` dicts under Keras 3 (its RandomChoice accesses a
@@ -52,18 +51,11 @@ def make_dataset(
     train_config,
     batch_size: int,
     training: bool,
-    input_context: tf.distribute.InputContext | None = None,
 ) -> tf.data.Dataset:
     """Batches of `(images [B, S, S, 3] float 0-255, {"boxes": [B, max_boxes, 4], "classes": [B, max_boxes]})`."""
     bounding_box_format = model_config.bounding_box_format
     size = model_config.image_size
     paths = sorted(_glob(file_pattern))
-    pipelines, pipeline_id = (
-        (input_context.num_input_pipelines, input_context.input_pipeline_id) if input_context else (1, 0)
-    )
-    shard_files = pipelines > 1 and len(paths) >= pipelines
-    if shard_files:
-        paths = paths[pipeline_id::pipelines]
     files = tf.data.Dataset.from_tensor_slices(paths)
     if training:
         files = files.shuffle(len(paths), seed=train_config.seed)
@@ -72,8 +64,6 @@ def make_dataset(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=not training,
     )
-    if pipelines > 1 and not shard_files:
-        dataset = dataset.shard(pipelines, pipeline_id)
     if training:
         dataset = dataset.shuffle(512, seed=train_config.seed).repeat()
     feature_spec = {
