@@ -87,6 +87,8 @@ class ModelConfig:
     anchor_size: float = 4.0
     # Conv layers in each RetinaNet head (KerasCV's default is 3).
     head_conv_layers: int = 3
+    # Channels of the feature pyramid and the heads (KerasCV's fixed width is 256).
+    pyramid_filters: int = 256
     max_boxes: int = 32
     nms_iou_threshold: float = 0.5
     # Low for evaluation (mAP needs the whole PR curve), higher for display.
@@ -104,6 +106,8 @@ class ModelConfig:
         if self.image_size % 128:
             # RetinaNet's pyramid reaches stride 128 (P7).
             raise ValueError(f"model.image_size must be a multiple of 128, got {self.image_size}")
+        if self.head_conv_layers < 0 or self.pyramid_filters < 8:
+            raise ValueError("model.head_conv_layers must be >= 0 and model.pyramid_filters >= 8")
         if self.backbone_weights and not os.path.exists(self.backbone_weights):
             raise ValueError(f"model.backbone_weights: no such file: {self.backbone_weights}")
         for name in ("nms_iou_threshold", "eval_confidence_threshold", "display_confidence_threshold"):

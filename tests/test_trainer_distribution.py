@@ -141,11 +141,6 @@ def _free_ports(count: int) -> list[int]:
 
 
 @pytest.mark.e2e
-@pytest.mark.xfail(
-    strict=False,
-    reason="in progress (issue #7): the workers now start MultiWorkerMirroredStrategy and shard by record, "
-    "but a later step still fails; see the issue note",
-)
 def test_multi_worker_training_on_two_localhost_workers(pipeline_run, tmp_path):
     """TF_CONFIG with two workers: MultiWorkerMirroredStrategy, both finish, the chief exports."""
     config, _ = pipeline_run

@@ -25,6 +25,8 @@ import keras
 import keras_cv
 import tensorflow as tf
 from keras import ops
+from keras.src.backend.tensorflow.trainer import _collective_all_reduce_multi_worker
+from keras_cv.src.models.object_detection.retinanet.feature_pyramid import FeaturePyramid
 from keras_cv.src.models.object_detection.retinanet.prediction_head import PredictionHead
 
 # 3 scales x 3 aspect ratios, as KerasCV's RetinaNet.
@@ -85,6 +87,60 @@ def anchor_generator(bounding_box_format: str, anchor_size: float) -> keras_cv.l
 
 
 @keras.saving.register_keras_serializable(package="vocdet")
+class NarrowFeaturePyramid(FeaturePyramid):
+    """KerasCV RetinaNet's feature pyramid (P3-P7), `filters` channels wide instead of 256.
+
+    The pyramid and the heads run at every position of P3 (stride 8): on a CPU
+    most of a small RetinaNet's time goes there, not into the backbone.
+    """
+
+    def __init__(self, filters: int = 256, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        for name in ("c3_1x1", "c4_1x1", "c5_1x1", "c3_3x3", "c4_3x3", "c5_3x3", "c6_3x3", "c7_3x3"):
+            old = getattr(self, f"conv_{name}")
+            setattr(self, f"conv_{name}", keras.layers.Conv2D(filters, old.kernel_size, old.strides, "same"))
+
+    def build(self, input_shape):
+        for level in (3, 4, 5):
+            getattr(self, f"conv_c{level}_1x1").build((None, None, None, input_shape[f"P{level}"][-1]))
+            getattr(self, f"conv_c{level}_3x3").build((None, None, None, self.filters))
+        self.conv_c6_3x3.build((None, None, None, input_shape["P5"][-1]))
+        self.conv_c7_3x3.build((None, None, None, self.filters))
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return tuple(tuple(super_shape[:-1]) + (self.filters,) for super_shape in super().compute_output_shape(input_shape))
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters}
+
+
+@keras.saving.register_keras_serializable(package="vocdet")
+class NarrowPredictionHead(PredictionHead):
+    """KerasCV RetinaNet's prediction head with `filters`-wide conv layers instead of 256."""
+
+    def __init__(self, output_filters, bias_initializer, num_conv_layers=3, filters: int = 256, **kwargs):
+        super().__init__(output_filters, bias_initializer, num_conv_layers, **kwargs)
+        self.filters = filters
+        self.conv_layers = [
+            keras.layers.Conv2D(filters, 3, padding="same", kernel_initializer="orthogonal", activation="relu")
+            for _ in range(num_conv_layers)
+        ]
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for conv_layer in self.conv_layers:
+            conv_layer.build(shape)
+            shape = shape[:-1] + (self.filters,)
+        self.prediction_layer.build(shape)
+        self.built = True
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters}
+
+
+@keras.saving.register_keras_serializable(package="vocdet")
 class RetinaNet(keras_cv.models.RetinaNet):
     """KerasCV's RetinaNet, its losses normalised by the global batch's positive anchors."""
 
@@ -114,6 +170,29 @@ class RetinaNet(keras_cv.models.RetinaNet):
         # Keras reports (it may read the first replica only) is the global loss itself.
         global_loss = _sum_over_replicas(ops.stop_gradient(loss))
         return loss + (global_loss - ops.stop_gradient(loss))
+
+    def train_step(self, data):
+        logs = super().train_step(data)
+        if _collective_all_reduce_multi_worker(self.distribute_strategy):
+            # Keras 3.6 averages a multi-worker step's outputs with strategy.reduce("MEAN",
+            # axis=0), which needs an axis to average over: give each scalar one.
+            logs = {name: ops.reshape(value, [1]) for name, value in logs.items()}
+        return logs
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.6 builds the model on one distributed batch that it first averages over
+        # replicas with strategy.reduce; MultiWorkerMirroredStrategy cannot reduce a nested
+        # batch (keras-team/keras#20585). This replica's own part has the same structure.
+        if iterator is not None and self._distribute_strategy is not None:
+            for _, batches in iterator.enumerate_epoch():
+                data_batch = tf.nest.map_structure(self._local_part, next(batches))
+                break
+        return super()._maybe_symbolic_build(data_batch=data_batch)
+
+    def _local_part(self, value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return self.distribute_strategy.experimental_local_results(value)[0]
+        return value
 
 
 def _sum_over_replicas(value):
@@ -152,16 +231,20 @@ def build_retinanet(model_config, num_classes: int) -> RetinaNet:
         bounding_box_format=model_config.bounding_box_format,
         backbone=backbone,
         anchor_generator=anchor_generator(model_config.bounding_box_format, model_config.anchor_size),
-        # KerasCV's heads, optionally shallower: most of a small RetinaNet's compute is here.
-        classification_head=PredictionHead(
+        # KerasCV's pyramid and heads, optionally narrower and shallower: most of a small
+        # RetinaNet's compute is here.
+        feature_pyramid=NarrowFeaturePyramid(filters=model_config.pyramid_filters),
+        classification_head=NarrowPredictionHead(
             output_filters=ANCHORS_PER_LOCATION * num_classes,
             bias_initializer=keras.initializers.Constant(-math.log((1 - 0.01) / 0.01)),
             num_conv_layers=model_config.head_conv_layers,
+            filters=model_config.pyramid_filters,
         ),
-        box_head=PredictionHead(
+        box_head=NarrowPredictionHead(
             output_filters=ANCHORS_PER_LOCATION * 4,
             bias_initializer=keras.initializers.Zeros(),
             num_conv_layers=model_config.head_conv_layers,
+            filters=model_config.pyramid_filters,
         ),
         prediction_decoder=keras_cv.layers.MultiClassNonMaxSuppression(
             bounding_box_format=model_config.bounding_box_format,
