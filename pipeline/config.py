@@ -140,6 +140,7 @@ class TrainConfig:
     # Stop when the training loss has not improved for this many epochs (0: never).
     early_stopping_patience: int = 0
     jitter_scale: list[float] = dataclasses.field(default_factory=lambda: [0.75, 1.3])
+    # The guide's colour-only RandAugment strength (0 turns it off).
     rand_augment_magnitude: float = 0.25
     # Compile the train step with XLA.
     jit_compile: bool = False

@@ -4,13 +4,15 @@ Reads the transformed examples (encoded JPEG + boxes already in the model's
 `bounding_box_format`), decodes on the fly and applies the KerasCV guide's
 augmentation, every layer told the `bounding_box_format`:
 
-- train: RandomFlip(horizontal) -> JitteredResize(image_size, jitter_scale),
-  then a colour-only RandAugment on the images alone (see below);
+- train: a colour-only RandAugment on the image alone (see below), then
+  RandomFlip(horizontal) -> JitteredResize(image_size, jitter_scale);
 - eval: Resizing(image_size, pad_to_aspect_ratio=True), the same resize the
   serving signature applies.
 
-Then boxes are padded to `max_boxes` (KerasCV's dense format, class -1 for
-padding) and the batch is `(images, {"boxes", "classes"})`. Objects beyond
+Each example is augmented on its own and its boxes padded to `max_boxes`
+(KerasCV's dense format, class -1 for padding); a plain batch of those
+fixed-size tensors is `(images, {"boxes", "classes"})`. About 2.5x faster on
+2 cores than KerasCV's layers on ragged batches (bench/input_pipeline.py). Objects beyond
 `max_boxes` in one image are cut; the Trainer counts them from Transform's
 objects-per-image histogram and warns (see module.py).
 
@@ -24,7 +26,7 @@ RandAugment: keras_cv.layers.RandAugment fails inside tf.data on
 `{images, bounding_boxes}` dicts under Keras 3 (its RandomChoice accesses a
 tensor across cond branches). The guide uses `geometric=False`, whose
 operations only change colours and never move boxes, so applying it to the
-image tensor alone is the same augmentation and works.
+image tensor alone is the same augmentation and works (tested: boxes unchanged).
 """
 
 from __future__ import annotations
@@ -53,8 +55,6 @@ def make_dataset(
     training: bool,
 ) -> tf.data.Dataset:
     """Batches of `(images [B, S, S, 3] float 0-255, {"boxes": [B, max_boxes, 4], "classes": [B, max_boxes]})`."""
-    bounding_box_format = model_config.bounding_box_format
-    size = model_config.image_size
     paths = sorted(_glob(file_pattern))
     files = tf.data.Dataset.from_tensor_slices(paths)
     if training:
@@ -71,44 +71,79 @@ def make_dataset(
         for key, spec in tf_transform_output.transformed_feature_spec().items()
         if key in (features.IMAGE, features.BOXES, features.CLASSES)
     }
-    dataset = dataset.map(lambda record: decode_example(record, feature_spec), num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.ragged_batch(batch_size, drop_remainder=training)
-
-    if training:
-        geometric = keras_cv.layers.Augmenter(
-            [
-                keras_cv.layers.RandomFlip(mode="horizontal", bounding_box_format=bounding_box_format),
-                keras_cv.layers.JitteredResize(
-                    target_size=(size, size),
-                    scale_factor=tuple(train_config.jitter_scale),
-                    bounding_box_format=bounding_box_format,
-                ),
-            ]
-        )
-        dataset = dataset.map(geometric, num_parallel_calls=tf.data.AUTOTUNE)
-        dataset = dataset.map(colour_stage(train_config.rand_augment_magnitude), num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        resizing = keras_cv.layers.Resizing(
-            size, size, bounding_box_format=bounding_box_format, pad_to_aspect_ratio=True
-        )
-        dataset = dataset.map(resizing, num_parallel_calls=tf.data.AUTOTUNE)
-
+    augment = training_augmentation(model_config, train_config) if training else eval_resizing(model_config)
     max_boxes = model_config.max_boxes
-    dataset = dataset.map(
-        lambda batch: (batch["images"], keras_cv.bounding_box.to_dense(batch["bounding_boxes"], max_boxes=max_boxes)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
+
+    def prepare(record):
+        example = augment(decode_example(record, feature_spec))
+        return example["images"], dense_boxes(example["bounding_boxes"], max_boxes)
+
+    # One image at a time, then a plain batch of fixed-size tensors: KerasCV's layers on
+    # ragged batches loop over the images inside one map call, which is slower.
+    dataset = dataset.map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=not training)
+    dataset = dataset.batch(batch_size, drop_remainder=training)
     options = tf.data.Options()
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
+def training_augmentation(model_config, train_config):
+    """The guide's training augmentation for one `{images, bounding_boxes}` example.
+
+    Colours first, on the image as decoded (fewer pixels than the model's input
+    for VOC-sized images, and the padding JitteredResize adds stays black),
+    then RandomFlip(horizontal) and JitteredResize on image and boxes together.
+    """
+    bounding_box_format = model_config.bounding_box_format
+    size = model_config.image_size
+    colour = colour_stage(train_config.rand_augment_magnitude)
+    geometric = keras_cv.layers.Augmenter(
+        [
+            keras_cv.layers.RandomFlip(mode="horizontal", bounding_box_format=bounding_box_format),
+            keras_cv.layers.JitteredResize(
+                target_size=(size, size),
+                scale_factor=tuple(train_config.jitter_scale),
+                bounding_box_format=bounding_box_format,
+            ),
+        ]
+    )
+    return lambda example: geometric(colour(example))
+
+
+def eval_resizing(model_config):
+    """Resizing(image_size, pad_to_aspect_ratio=True) for one example: what serving applies."""
+    return keras_cv.layers.Resizing(
+        model_config.image_size,
+        model_config.image_size,
+        bounding_box_format=model_config.bounding_box_format,
+        pad_to_aspect_ratio=True,
+    )
+
+
 def colour_stage(magnitude: float):
-    """The guide's RandAugment (colour operations only) as a batch map that changes the images alone."""
+    """The guide's RandAugment (colour operations only), changing the images alone; none at magnitude 0."""
+    if magnitude == 0:
+        return lambda example: example
     rand_augment = keras_cv.layers.RandAugment(
         value_range=(0, 255), rate=0.5, magnitude=magnitude, augmentations_per_image=2, geometric=False
     )
-    return lambda batch: {**batch, "images": rand_augment(batch["images"])}
+    return lambda example: {**example, "images": rand_augment(example["images"])}
+
+
+def dense_boxes(bounding_boxes: dict, max_boxes: int) -> dict:
+    """One image's boxes in KerasCV's dense format: `max_boxes` rows padded with -1.
+
+    Boxes an augmentation marked invalid (class -1) are dropped before padding;
+    objects beyond `max_boxes` are cut (the Trainer warns with a count).
+    """
+    valid = tf.not_equal(bounding_boxes["classes"], -1)
+    # A batch of one ragged row: KerasCV's to_dense pads (and cuts) it to max_boxes.
+    as_batch = {
+        key: tf.RaggedTensor.from_tensor(tf.boolean_mask(value, valid)[tf.newaxis])
+        for key, value in bounding_boxes.items()
+    }
+    dense = keras_cv.bounding_box.to_dense(as_batch, max_boxes=max_boxes)
+    return {key: value[0] for key, value in dense.items()}
 
 
 def _glob(file_pattern: str | list[str]) -> list[str]:

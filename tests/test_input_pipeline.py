@@ -1,0 +1,97 @@
+"""The Trainer's per-example augmentation: boxes follow the objects, colours never move boxes."""
+
+import numpy as np
+import pytest
+
+import components  # noqa: F401  (Keras 3 before TensorFlow)
+import tensorflow as tf
+from components.trainer import input_pipeline
+from pipeline import config as config_lib
+
+# Two solid objects on black, in xywh pixels: a red one and a green one.
+OBJECTS = {0: (40, 30, 120, 60), 1: (200, 90, 60, 90)}
+COLOURS = {0: (255, 0, 0), 1: (0, 255, 0)}
+
+
+def _example(height=200, width=300) -> dict:
+    image = np.zeros((height, width, 3), np.float32)
+    for class_id, (x, y, w, h) in OBJECTS.items():
+        image[y : y + h, x : x + w] = COLOURS[class_id]
+    return {
+        "images": tf.constant(image),
+        "bounding_boxes": {
+            "boxes": tf.constant([OBJECTS[0], OBJECTS[1]], tf.float32),
+            "classes": tf.constant([0.0, 1.0]),
+        },
+    }
+
+
+def _iou(box, mask) -> float:
+    """IoU of an xywh box with the pixels of a boolean mask."""
+    x, y, w, h = box
+    drawn = np.zeros_like(mask)
+    drawn[int(round(y)) : int(round(y + h)), int(round(x)) : int(round(x + w))] = True
+    return (drawn & mask).sum() / (drawn | mask).sum()
+
+
+def _assert_boxes_on_objects(images, boxes, classes):
+    """Each valid box covers the pixels of its object's colour (IoU >= 0.9)."""
+    valid = classes >= 0
+    assert valid.sum() >= 1
+    for box, class_id in zip(boxes[valid], classes[valid].astype(int)):
+        channel = 0 if class_id == 0 else 1
+        mask = images[..., channel] > 128
+        assert _iou(box, mask) >= 0.9, (class_id, box)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_training_augmentation_moves_boxes_with_their_objects(seed):
+    config = config_lib.demo().with_overrides({"train": {"rand_augment_magnitude": 0.0}})
+    tf.random.set_seed(seed)
+    augment = input_pipeline.training_augmentation(config.model, config.train)
+    example = augment(_example())
+    images = example["images"].numpy()
+    assert images.shape == (config.model.image_size, config.model.image_size, 3)
+    dense = input_pipeline.dense_boxes(example["bounding_boxes"], config.model.max_boxes)
+    assert dense["boxes"].shape == (config.model.max_boxes, 4)
+    _assert_boxes_on_objects(images, dense["boxes"].numpy(), dense["classes"].numpy())
+
+
+def test_eval_resizing_keeps_boxes_on_objects():
+    config = config_lib.demo()
+    example = input_pipeline.eval_resizing(config.model)(_example())
+    images = example["images"].numpy()
+    boxes = example["bounding_boxes"]
+    assert images.shape == (config.model.image_size, config.model.image_size, 3)
+    # The 300x200 image fills the width (resized to whole pixels); the padding is at the bottom.
+    scale = config.model.image_size / 300
+    np.testing.assert_allclose(boxes["boxes"].numpy()[0], np.array(OBJECTS[0]) * scale, atol=0.5)
+    _assert_boxes_on_objects(images, boxes["boxes"].numpy(), boxes["classes"].numpy())
+
+
+def test_colour_stage_changes_images_and_never_boxes():
+    """The guide's RandAugment (geometric=False) applied to images alone: boxes are untouched."""
+    tf.random.set_seed(0)
+    colour = input_pipeline.colour_stage(magnitude=0.25)
+    example = _example()
+    changed = 0
+    for _ in range(10):
+        out = colour(example)
+        np.testing.assert_array_equal(out["bounding_boxes"]["boxes"], example["bounding_boxes"]["boxes"])
+        np.testing.assert_array_equal(out["bounding_boxes"]["classes"], example["bounding_boxes"]["classes"])
+        assert out["images"].shape == example["images"].shape
+        changed += int(not np.allclose(out["images"], example["images"]))
+    assert changed >= 3  # rate 0.5, two operations per image
+
+
+def test_dense_boxes_drops_invalid_boxes_pads_and_cuts():
+    boxes = {
+        "boxes": tf.constant([[0, 0, 5, 5], [1, 1, 5, 5], [2, 2, 5, 5]], tf.float32),
+        "classes": tf.constant([3.0, -1.0, 7.0]),  # the middle box was cropped away
+    }
+    padded = input_pipeline.dense_boxes(boxes, max_boxes=4)
+    np.testing.assert_array_equal(padded["classes"], [3, 7, -1, -1])
+    np.testing.assert_array_equal(padded["boxes"][1], [2, 2, 5, 5])
+    np.testing.assert_array_equal(padded["boxes"][2], [-1, -1, -1, -1])
+    cut = input_pipeline.dense_boxes(boxes, max_boxes=1)
+    np.testing.assert_array_equal(cut["classes"], [3])
