@@ -6,7 +6,8 @@ examples with dense boxes:
     parse -> decode -> boxes rel_yxyx->xywh with KerasCV -> ragged batch ->
     Augmenter(RandomFlip, JitteredResize) -> to_dense;
   - vocdet: `components.trainer.input_pipeline.make_dataset` on Transform's
-    output (boxes already in the model's format).
+    output (boxes already in the model's format): the same KerasCV layers on
+    one example at a time, colours before the resize, then a plain batch.
 The guide's RandAugment cannot run inside its Augmenter (see input_pipeline),
 so both get the same colour-only RandAugment on images. Also reports the
 training step time of the demo (CPU) configuration.

@@ -26,6 +26,11 @@ def _example(height=200, width=300) -> dict:
     }
 
 
+def _in_tf_data(function, example):
+    """`function(example)` as the Trainer runs it: inside a tf.data map (graph mode)."""
+    return next(iter(tf.data.Dataset.from_tensors(example).map(function)))
+
+
 def _iou(box, mask) -> float:
     """IoU of an xywh box with the pixels of a boolean mask."""
     x, y, w, h = box
@@ -49,24 +54,53 @@ def test_training_augmentation_moves_boxes_with_their_objects(seed):
     config = config_lib.demo().with_overrides({"train": {"rand_augment_magnitude": 0.0}})
     tf.random.set_seed(seed)
     augment = input_pipeline.training_augmentation(config.model, config.train)
-    example = augment(_example())
-    images = example["images"].numpy()
+
+    def augment_and_pad(example):
+        example = augment(example)
+        return example["images"], input_pipeline.dense_boxes(example["bounding_boxes"], config.model.max_boxes)
+
+    images, dense = _in_tf_data(augment_and_pad, _example())
+    images = images.numpy()
     assert images.shape == (config.model.image_size, config.model.image_size, 3)
-    dense = input_pipeline.dense_boxes(example["bounding_boxes"], config.model.max_boxes)
     assert dense["boxes"].shape == (config.model.max_boxes, 4)
     _assert_boxes_on_objects(images, dense["boxes"].numpy(), dense["classes"].numpy())
 
 
 def test_eval_resizing_keeps_boxes_on_objects():
     config = config_lib.demo()
-    example = input_pipeline.eval_resizing(config.model)(_example())
-    images = example["images"].numpy()
-    boxes = example["bounding_boxes"]
+    resizing = input_pipeline.eval_resizing(config.model)
+
+    def resize_and_pad(example):
+        example = resizing(example)
+        return example["images"], input_pipeline.dense_boxes(example["bounding_boxes"], config.model.max_boxes)
+
+    images, boxes = _in_tf_data(resize_and_pad, _example())
+    images = images.numpy()
     assert images.shape == (config.model.image_size, config.model.image_size, 3)
     # The 300x200 image fills the width (resized to whole pixels); the padding is at the bottom.
     scale = config.model.image_size / 300
     np.testing.assert_allclose(boxes["boxes"].numpy()[0], np.array(OBJECTS[0]) * scale, atol=0.5)
     _assert_boxes_on_objects(images, boxes["boxes"].numpy(), boxes["classes"].numpy())
+
+
+@pytest.mark.parametrize("height, width", [(200, 300), (500, 419)])
+def test_training_geometry_without_jitter_is_the_eval_geometry(height, width):
+    """No train/serve skew: at jitter_scale (1, 1) a training example is the eval example, or its mirror."""
+    config = config_lib.demo().with_overrides({"train": {"rand_augment_magnitude": 0.0, "jitter_scale": [1.0, 1.0]}})
+    augment = input_pipeline.training_augmentation(config.model, config.train)
+    resizing = input_pipeline.eval_resizing(config.model)
+
+    def boxes_of(layer):
+        return lambda example: input_pipeline.dense_boxes(layer(example)["bounding_boxes"], 4)["boxes"]
+
+    expected = _in_tf_data(boxes_of(resizing), _example(height, width)).numpy()[:2]
+    mirrored = expected.copy()
+    # Flipped before the resize: mirrored within the image, the padding still right and bottom.
+    mirrored[:, 0] = width * config.model.image_size / max(height, width) - expected[:, 0] - expected[:, 2]
+    for seed in range(4):
+        tf.random.set_seed(seed)
+        trained = _in_tf_data(boxes_of(augment), _example(height, width)).numpy()[:2]
+        assert np.allclose(trained, expected, atol=1.0) or np.allclose(trained, mirrored, atol=1.0), (trained, expected)
 
 
 def test_colour_stage_changes_images_and_never_boxes():
@@ -76,7 +110,7 @@ def test_colour_stage_changes_images_and_never_boxes():
     example = _example()
     changed = 0
     for _ in range(10):
-        out = colour(example)
+        out = _in_tf_data(colour, example)
         np.testing.assert_array_equal(out["bounding_boxes"]["boxes"], example["bounding_boxes"]["boxes"])
         np.testing.assert_array_equal(out["bounding_boxes"]["classes"], example["bounding_boxes"]["classes"])
         assert out["images"].shape == example["images"].shape
@@ -89,9 +123,9 @@ def test_dense_boxes_drops_invalid_boxes_pads_and_cuts():
         "boxes": tf.constant([[0, 0, 5, 5], [1, 1, 5, 5], [2, 2, 5, 5]], tf.float32),
         "classes": tf.constant([3.0, -1.0, 7.0]),  # the middle box was cropped away
     }
-    padded = input_pipeline.dense_boxes(boxes, max_boxes=4)
+    padded = _in_tf_data(lambda b: input_pipeline.dense_boxes(b, max_boxes=4), boxes)
     np.testing.assert_array_equal(padded["classes"], [3, 7, -1, -1])
     np.testing.assert_array_equal(padded["boxes"][1], [2, 2, 5, 5])
     np.testing.assert_array_equal(padded["boxes"][2], [-1, -1, -1, -1])
-    cut = input_pipeline.dense_boxes(boxes, max_boxes=1)
+    cut = _in_tf_data(lambda b: input_pipeline.dense_boxes(b, max_boxes=1), boxes)
     np.testing.assert_array_equal(cut["classes"], [3])

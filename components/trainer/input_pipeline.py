@@ -5,7 +5,8 @@ Reads the transformed examples (encoded JPEG + boxes already in the model's
 augmentation, every layer told the `bounding_box_format`:
 
 - train: a colour-only RandAugment on the image alone (see below), then
-  RandomFlip(horizontal) -> JitteredResize(image_size, jitter_scale);
+  RandomFlip(horizontal) -> the eval resize -> JitteredResize(image_size,
+  jitter_scale), the jitter relative to the eval scale;
 - eval: Resizing(image_size, pad_to_aspect_ratio=True), the same resize the
   serving signature applies.
 
@@ -91,22 +92,30 @@ def training_augmentation(model_config, train_config):
     """The guide's training augmentation for one `{images, bounding_boxes}` example.
 
     Colours first, on the image as decoded (fewer pixels than the model's input
-    for VOC-sized images, and the padding JitteredResize adds stays black),
-    then RandomFlip(horizontal) and JitteredResize on image and boxes together.
+    for VOC-sized images, and the padding added later stays black), then
+    RandomFlip(horizontal), the eval resize and JitteredResize on image and
+    boxes together: with scale_factor (1, 1) a training example has exactly
+    the geometry evaluation and serving give it (tested).
     """
     bounding_box_format = model_config.bounding_box_format
     size = model_config.image_size
     colour = colour_stage(train_config.rand_augment_magnitude)
-    geometric = keras_cv.layers.Augmenter(
-        [
-            keras_cv.layers.RandomFlip(mode="horizontal", bounding_box_format=bounding_box_format),
-            keras_cv.layers.JitteredResize(
-                target_size=(size, size),
-                scale_factor=tuple(train_config.jitter_scale),
-                bounding_box_format=bounding_box_format,
-            ),
-        ]
+    flip = keras_cv.layers.RandomFlip(mode="horizontal", bounding_box_format=bounding_box_format)
+    # KerasCV 0.9's JitteredResize scales the image by scale_factor relative to its own
+    # size, not to target_size: a 500 px image trained at 256 px would be seen at about
+    # twice the scale evaluation and serving use, mostly cropped away. Resizing to the
+    # model's input first (as eval does) makes the jitter relative to that scale.
+    resizing = eval_resizing(model_config)
+    jitter = keras_cv.layers.JitteredResize(
+        target_size=(size, size),
+        scale_factor=tuple(train_config.jitter_scale),
+        bounding_box_format=bounding_box_format,
     )
+
+    def geometric(example):
+        example = resizing(flip(example))
+        return jitter({**example, "bounding_boxes": _dense_tensors(example["bounding_boxes"])})
+
     return lambda example: geometric(colour(example))
 
 
@@ -136,6 +145,7 @@ def dense_boxes(bounding_boxes: dict, max_boxes: int) -> dict:
     Boxes an augmentation marked invalid (class -1) are dropped before padding;
     objects beyond `max_boxes` are cut (the Trainer warns with a count).
     """
+    bounding_boxes = _dense_tensors(bounding_boxes)
     valid = tf.not_equal(bounding_boxes["classes"], -1)
     # A batch of one ragged row: KerasCV's to_dense pads (and cuts) it to max_boxes.
     as_batch = {
@@ -144,6 +154,13 @@ def dense_boxes(bounding_boxes: dict, max_boxes: int) -> dict:
     }
     dense = keras_cv.bounding_box.to_dense(as_batch, max_boxes=max_boxes)
     return {key: value[0] for key, value in dense.items()}
+
+
+def _dense_tensors(bounding_boxes: dict) -> dict:
+    """One image's boxes as plain tensors (KerasCV's layers may return RaggedTensors in tf.data)."""
+    return {
+        key: value.to_tensor() if isinstance(value, tf.RaggedTensor) else value for key, value in bounding_boxes.items()
+    }
 
 
 def _glob(file_pattern: str | list[str]) -> list[str]:

@@ -1,0 +1,75 @@
+"""The Trainer's exported SavedModel, loaded in a fresh process, puts boxes on the objects."""
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.test_pipeline_e2e import _LOAD_AND_PREDICT
+
+
+@pytest.mark.e2e
+def test_exported_model_puts_boxes_on_the_objects_it_learned(pipeline_run, tmp_path):
+    """run_fn learns one image (heads on a frozen backbone: a minute on 2 cores), exports, and
+    the SavedModel, given that image's JPEG bytes in a plain-TF process, finds its objects."""
+    import components  # noqa: F401  (Keras 3 before TensorFlow)
+    import keras_cv
+    import tensorflow as tf
+    from tfx.components.trainer.fn_args_utils import FnArgs
+
+    from components import features
+    from components.trainer.module import run_fn
+
+    config, _ = pipeline_run
+    root = config.pipeline_root
+    transform_output = max(glob.glob(os.path.join(root, "Transform", "transform_graph", "*")))
+    train_files = sorted(glob.glob(os.path.join(root, "Transform", "transformed_examples", "*", "Split-train", "*")))
+    record = next(iter(tf.data.TFRecordDataset(train_files, compression_type="GZIP"))).numpy()
+    one_image = str(tmp_path / "one.tfrecord.gz")
+    with tf.io.TFRecordWriter(one_image, options="GZIP") as writer:
+        writer.write(record)
+    example = tf.train.Example.FromString(record).features.feature
+    image_path = tmp_path / "image.jpg"
+    image_path.write_bytes(example[features.IMAGE].bytes_list.value[0])
+    boxes = np.array(example[features.BOXES].float_list.value).reshape(-1, 4)  # xywh, image pixels
+    classes = np.array(example[features.CLASSES].int64_list.value)
+
+    # A frozen (random) backbone keeps BatchNorm in inference mode, so the few steps that
+    # fit the heads hold at prediction time too; no colour or scale jitter.
+    overrides = {
+        "model": {"freeze_backbone": True, "pyramid_filters": 64, "head_conv_layers": 1},
+        "train": {
+            "optimizer": "adam", "base_learning_rate": 0.016, "warmup_steps": 10, "epochs": 10,
+            "steps_per_epoch": 20, "batch_size_per_replica": 2, "jitter_scale": [1.0, 1.0],
+            "rand_augment_magnitude": 0.0,
+        },
+    }
+    trained = config.with_overrides(overrides)
+    serving = tmp_path / "model" / "Format-Serving"
+    run_fn(FnArgs(train_files=[one_image], transform_output=transform_output, serving_model_dir=str(serving),
+                  model_run_dir=str(tmp_path / "run"), custom_config=trained.to_custom_config()))
+
+    completed = subprocess.run(
+        [sys.executable, "-c", _LOAD_AND_PREDICT, str(serving), str(image_path)],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    confident = [i for i, score in enumerate(result["scores"]) if score >= 0.3]
+    predicted = keras_cv.bounding_box.convert_format(
+        np.array([result["boxes"][i] for i in confident], np.float32).reshape(-1, 4), source="xyxy", target="xywh"
+    )
+    names = [result["names"][i] for i in confident]
+    # Every object at least 24 px on its short side has a confident box of its class at IoU >= 0.5.
+    objects = [(box, class_id) for box, class_id in zip(boxes, classes) if min(box[2], box[3]) >= 24]
+    assert objects, "the sample image should have medium or large objects"
+    for box, class_id in objects:
+        class_name = config.data.class_names[class_id]
+        same_class = [j for j, name in enumerate(names) if name == class_name]
+        ious = keras_cv.bounding_box.compute_iou(np.array([box], np.float32), predicted, "xywh").numpy()[0]
+        best = max((ious[j] for j in same_class), default=0.0)
+        assert best >= 0.5, (class_name, box.tolist(), result)
