@@ -31,6 +31,16 @@ def _in_tf_data(function, example):
     return next(iter(tf.data.Dataset.from_tensors(example).map(function)))
 
 
+def _then_padded(transform, max_boxes):
+    """`transform`, then the example as the Trainer batches it: (image, dense boxes)."""
+
+    def apply(example):
+        example = transform(example)
+        return example["images"], input_pipeline.dense_boxes(example["bounding_boxes"], max_boxes)
+
+    return apply
+
+
 def _iou(box, mask) -> float:
     """IoU of an xywh box with the pixels of a boolean mask."""
     x, y, w, h = box
@@ -54,12 +64,7 @@ def test_training_augmentation_moves_boxes_with_their_objects(seed):
     config = config_lib.demo().with_overrides({"train": {"rand_augment_magnitude": 0.0}})
     tf.random.set_seed(seed)
     augment = input_pipeline.training_augmentation(config.model, config.train)
-
-    def augment_and_pad(example):
-        example = augment(example)
-        return example["images"], input_pipeline.dense_boxes(example["bounding_boxes"], config.model.max_boxes)
-
-    images, dense = _in_tf_data(augment_and_pad, _example())
+    images, dense = _in_tf_data(_then_padded(augment, config.model.max_boxes), _example())
     images = images.numpy()
     assert images.shape == (config.model.image_size, config.model.image_size, 3)
     assert dense["boxes"].shape == (config.model.max_boxes, 4)
@@ -69,12 +74,7 @@ def test_training_augmentation_moves_boxes_with_their_objects(seed):
 def test_eval_resizing_keeps_boxes_on_objects():
     config = config_lib.demo()
     resizing = input_pipeline.eval_resizing(config.model)
-
-    def resize_and_pad(example):
-        example = resizing(example)
-        return example["images"], input_pipeline.dense_boxes(example["bounding_boxes"], config.model.max_boxes)
-
-    images, boxes = _in_tf_data(resize_and_pad, _example())
+    images, boxes = _in_tf_data(_then_padded(resizing, config.model.max_boxes), _example())
     images = images.numpy()
     assert images.shape == (config.model.image_size, config.model.image_size, 3)
     # The 300x200 image fills the width (resized to whole pixels); the padding is at the bottom.
