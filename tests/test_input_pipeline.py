@@ -103,6 +103,27 @@ def test_training_geometry_without_jitter_is_the_eval_geometry(height, width):
         assert np.allclose(trained, expected, atol=1.0) or np.allclose(trained, mirrored, atol=1.0), (trained, expected)
 
 
+@pytest.mark.parametrize("mode", ["horizontal", "vertical", "horizontal_and_vertical"])
+def test_lean_flip_equals_keras_cv_random_flip(mode):
+    """Same seed, same flips of images and boxes as the KerasCV layer it replaces, batched or not."""
+    import keras_cv
+
+    images = tf.random.uniform((6, 20, 30, 3), 0, 255, seed=1)
+    boxes = {"boxes": tf.constant([[[2.0, 3.0, 10.0, 5.0]]] * 6), "classes": tf.ones((6, 1))}
+    ours = input_pipeline.LeanRandomFlip(mode=mode, bounding_box_format="xywh", seed=7)
+    theirs = keras_cv.layers.RandomFlip(mode=mode, bounding_box_format="xywh", seed=7)
+    for inputs in ({"images": images, "bounding_boxes": boxes}, _example()):
+        expected, actual = _in_tf_data(theirs, inputs), _in_tf_data(ours, inputs)
+        np.testing.assert_array_equal(actual["images"], expected["images"])
+        for key in ("boxes", "classes"):
+            np.testing.assert_array_equal(
+                input_pipeline._dense_tensors(actual["bounding_boxes"])[key],
+                input_pipeline._dense_tensors(expected["bounding_boxes"])[key],
+            )
+    flipped = _in_tf_data(ours, {"images": images, "bounding_boxes": boxes})["images"].numpy()
+    assert any(not np.array_equal(a, b) for a, b in zip(flipped, images.numpy()))
+
+
 def test_colour_stage_changes_images_and_never_boxes():
     """The guide's RandAugment (geometric=False) applied to images alone: boxes are untouched."""
     tf.random.set_seed(0)

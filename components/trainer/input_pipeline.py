@@ -5,7 +5,8 @@ Reads the transformed examples (encoded JPEG + boxes already in the model's
 augmentation, every layer told the `bounding_box_format`:
 
 - train: a colour-only RandAugment on the image alone (see below), then
-  RandomFlip(horizontal) -> the eval resize -> JitteredResize(image_size,
+  RandomFlip(horizontal) (`LeanRandomFlip`: KerasCV's, with a cheaper image
+  flip) -> the eval resize -> JitteredResize(image_size,
   jitter_scale), the jitter relative to the eval scale;
 - eval: Resizing(image_size, pad_to_aspect_ratio=True), the same resize the
   serving signature applies.
@@ -100,7 +101,7 @@ def training_augmentation(model_config, train_config):
     bounding_box_format = model_config.bounding_box_format
     size = model_config.image_size
     colour = colour_stage(train_config.rand_augment_magnitude)
-    flip = keras_cv.layers.RandomFlip(mode="horizontal", bounding_box_format=bounding_box_format)
+    flip = LeanRandomFlip(mode="horizontal", bounding_box_format=bounding_box_format)
     # KerasCV 0.9's JitteredResize scales the image by scale_factor relative to its own
     # size, not to target_size: a 500 px image trained at 256 px would be seen at about
     # twice the scale evaluation and serving use, mostly cropped away. Resizing to the
@@ -117,6 +118,29 @@ def training_augmentation(model_config, train_config):
         return jitter({**example, "bounding_boxes": _dense_tensors(example["bounding_boxes"])})
 
     return lambda example: geometric(colour(example))
+
+
+class LeanRandomFlip(keras_cv.layers.RandomFlip):
+    """KerasCV's RandomFlip (same random draws, same boxes), flipping each image with one select.
+
+    KerasCV 0.9 builds two image-sized masks by multiplication and computes the
+    vertical flip even in horizontal mode: that made RandomFlip the costliest
+    layer of the training input after RandAugment (bench/input_pipeline.py).
+    Here an image is flipped or not by one `tf.where` on a per-image condition.
+    """
+
+    def _flip_images(self, images, transformations):
+        flips = []
+        if self.horizontal:
+            flips.append(("flip_horizontals", tf.image.flip_left_right))
+        if self.vertical:
+            flips.append(("flip_verticals", tf.image.flip_up_down))
+        outputs = images
+        for key, flip in flips:
+            chosen = transformations[key][:, 0] > (1.0 - self.rate)
+            outputs = tf.where(chosen[:, tf.newaxis, tf.newaxis, tf.newaxis], flip(outputs), outputs)
+        outputs.set_shape(images.shape)
+        return outputs
 
 
 def eval_resizing(model_config):
