@@ -66,6 +66,7 @@ def test_exported_model_puts_boxes_on_the_objects_it_learned(pipeline_run, tmp_p
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["decoded_images_signature_agrees"]
     confident = [i for i, score in enumerate(result["scores"]) if score >= 0.1]
     predicted = keras_cv.bounding_box.convert_format(
         np.array([result["boxes"][i] for i in confident], np.float32).reshape(-1, 4), source="xyxy", target="xywh"

@@ -1,10 +1,15 @@
-"""Exports the trained RetinaNet as a SavedModel with an image-bytes signature.
+"""Exports the trained RetinaNet as a SavedModel with two detection signatures.
 
-`serving_default` takes a batch of encoded images (JPEG or PNG, any size,
-`[batch]` string tensor named `images`), applies the Transform graph, the
-evaluation resize (KerasCV Resizing with pad_to_aspect_ratio, exactly as the
-eval input pipeline does), the model and its MultiClassNonMaxSuppression
-decoder, and returns detections in each input image's own pixel coordinates:
+- `serving_default` takes a batch of encoded images (JPEG or PNG, any size,
+  `[batch]` string tensor named `images`) and applies the Transform graph;
+- `serving_images` takes already-decoded RGB images (`[batch, height, width, 3]`
+  float32, 0-255, one size per batch, named `images`): Transform passes images
+  through unchanged, so it skips straight to the resize.
+
+Both then apply the evaluation resize (`input_pipeline.eval_resizing`, the very
+layer the eval input pipeline uses), the model and its
+MultiClassNonMaxSuppression decoder, and return detections in each input
+image's own pixel coordinates:
 
 - `detection_boxes`  float32 [batch, max_detections, 4]: xmin, ymin, xmax, ymax
 - `detection_scores` float32 [batch, max_detections]
@@ -22,8 +27,10 @@ import keras_cv
 import tensorflow as tf
 
 from components import features
+from components.trainer import input_pipeline
 
 SERVING_SIGNATURE = "serving_default"
+DECODED_IMAGES_SIGNATURE = "serving_images"
 INPUT_KEY = "images"
 
 
@@ -38,7 +45,7 @@ class DetectionModule(tf.Module):
         self._size = model_config.image_size
         self._bounding_box_format = model_config.bounding_box_format
         self._class_names = tf.constant(list(class_names))
-        self._resizing = keras_cv.layers.Resizing(self._size, self._size, pad_to_aspect_ratio=True)
+        self._resizing = input_pipeline.eval_resizing(model_config)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name=INPUT_KEY)])
     def serve(self, images):
@@ -52,6 +59,16 @@ class DetectionModule(tf.Module):
                 tf.TensorSpec([2], tf.float32),
             ),
         )
+        return self._detect(resized, shapes)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32, name=INPUT_KEY)])
+    def serve_images(self, images):
+        shape = tf.cast(tf.shape(images)[1:3], tf.float32)
+        shapes = tf.tile(shape[tf.newaxis], [tf.shape(images)[0], 1])
+        return self._detect(self._resizing(images), shapes)
+
+    def _detect(self, resized, shapes):
+        """Model + decoder on resized images; boxes mapped back to each image's `shapes` (height, width)."""
         predictions = self.model(resized, training=False)
         decoded = self.model.decode_predictions(predictions, resized)
         boxes = keras_cv.bounding_box.convert_format(
@@ -107,4 +124,5 @@ class DetectionModule(tf.Module):
 def export_serving_model(model, tf_transform_output, model_config, class_names: list[str], export_dir: str) -> None:
     """Writes the SavedModel with the `serving_default` signature described above."""
     module = DetectionModule(model, tf_transform_output, model_config, class_names)
-    tf.saved_model.save(module, export_dir, signatures={SERVING_SIGNATURE: module.serve})
+    signatures = {SERVING_SIGNATURE: module.serve, DECODED_IMAGES_SIGNATURE: module.serve_images}
+    tf.saved_model.save(module, export_dir, signatures=signatures)
