@@ -122,7 +122,7 @@ class DetectionModule(tf.Module):
 
 
 def export_serving_model(model, tf_transform_output, model_config, class_names: list[str], export_dir: str) -> None:
-    """Writes the SavedModel with the `serving_default` signature described above."""
+    """Writes the SavedModel with the two signatures described above."""
     module = DetectionModule(model, tf_transform_output, model_config, class_names)
     signatures = {SERVING_SIGNATURE: module.serve, DECODED_IMAGES_SIGNATURE: module.serve_images}
     tf.saved_model.save(module, export_dir, signatures=signatures)
