@@ -1,8 +1,9 @@
 """Does it learn? The whole pipeline on the generated sample, CPU configuration, <= 30 minutes.
 
-Runs `vocdet run --config bench/learn_sample.yaml` (the sample at 1,200 images,
-Adam, 13 epochs) and reports the Trainer's wall time and the Evaluator's
-COCO mAP and mAP@0.5 on the sample's test split. Target: mAP@0.5 >= 0.7.
+Runs `vocdet run --config bench/learn_sample.yaml` (the demo preset's recipe on
+the sample at 1,200 images, 30 epochs) and reports the Trainer's wall time (from
+ML Metadata) and the Evaluator's COCO mAP and mAP@0.5 on the sample's test
+split. Target: mAP@0.5 >= 0.7.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import os
 import shutil
 import tempfile
 import time
+
+from ml_metadata import metadata_store
 
 from pipeline import cli, config as config_lib, local_runner
 
@@ -23,11 +26,17 @@ def main() -> None:
         started = time.perf_counter()
         assert cli.main(["run", "--output", work, "--config", CONFIG]) == 0
         total = time.perf_counter() - started
-        summary = local_runner.summarize(config_lib.load("demo", CONFIG, {"output_dir": work}))
+        config = config_lib.load("demo", CONFIG, {"output_dir": work})
+        summary = local_runner.summarize(config)
+        trainer = local_runner.newest_trainer_execution(
+            metadata_store.MetadataStore(local_runner.metadata_config(config))
+        )
+        trainer_minutes = (trainer.last_update_time_since_epoch - trainer.create_time_since_epoch) / 60000
         metrics = summary.metrics
         print(
             f"learn_sample: COCO mAP {metrics['coco/AP']:.3f}, mAP@0.5 {metrics['coco/AP50']:.3f} "
-            f"(target 0.7) on {summary.num_eval_images} test images; pipeline {total / 60:.1f} min"
+            f"(target 0.7) on {summary.num_eval_images} test images; "
+            f"Trainer {trainer_minutes:.1f} min, whole pipeline {total / 60:.1f} min"
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)

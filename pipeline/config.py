@@ -309,15 +309,24 @@ class PipelineConfig:
 
 
 def demo() -> PipelineConfig:
-    """Sample data on a 2-core CPU in a few minutes: small backbone and images."""
+    """Sample data on a 2-core CPU in a few minutes: small backbone, images and pyramid, Adam.
+
+    `bench/learn_sample` trains this recipe longer on a larger sample (README,
+    Performance). Colour augmentation is off: in the generated sample a class
+    is first of all its hue, which RandAugment's colour operations change.
+    """
     return PipelineConfig(
-        model=ModelConfig(backbone="csp_darknet_tiny", image_size=256, anchor_size=2.0, head_conv_layers=1),
+        model=ModelConfig(
+            backbone="csp_darknet_tiny", image_size=256, anchor_size=2.0, head_conv_layers=1, pyramid_filters=64
+        ),
         train=TrainConfig(
             epochs=12,
             batch_size_per_replica=8,
-            base_learning_rate=0.04,
+            optimizer="adam",
+            base_learning_rate=0.004,
             warmup_steps=40,
             jitter_scale=[0.8, 1.25],
+            rand_augment_magnitude=0.0,
         ),
         # A walkthrough: a few CPU minutes from random weights learn little, and the
         # demo should still reach the Pusher. Real presets gate on a real threshold.

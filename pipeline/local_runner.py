@@ -156,13 +156,18 @@ def summarize(config: PipelineConfig) -> RunSummary:
     )
 
 
-def trainer_base_model(store) -> str | None:
-    """URI of the `base_model` the newest Trainer execution consumed (None: trained from scratch)."""
+def newest_trainer_execution(store):
+    """The newest Trainer execution recorded in ML Metadata, or None."""
     trainer_types = {t.id for t in store.get_execution_types() if t.name.endswith(".Trainer")}
     trainers = [e for e in store.get_executions() if e.type_id in trainer_types]
-    if not trainers:
+    return max(trainers, key=lambda execution: execution.id) if trainers else None
+
+
+def trainer_base_model(store) -> str | None:
+    """URI of the `base_model` the newest Trainer execution consumed (None: trained from scratch)."""
+    newest_trainer = newest_trainer_execution(store)
+    if newest_trainer is None:
         return None
-    newest_trainer = max(trainers, key=lambda execution: execution.id)
     for event in store.get_events_by_execution_ids([newest_trainer.id]):
         if event.type == metadata_store_pb2.Event.INPUT and event.path.steps[0].key == "base_model":
             return store.get_artifacts_by_id([event.artifact_id])[0].uri

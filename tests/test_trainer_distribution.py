@@ -31,7 +31,8 @@ from pipeline import config as config_lib
 # A frozen backbone keeps BatchNorm in inference mode: per-replica batch statistics would
 # otherwise make 2 + 2 images differ from 4 by construction.
 config = config_lib.demo().with_overrides(
-    {"model": {"freeze_backbone": True}, "train": {"lr_schedule": "plateau", "global_clipnorm": float(sys.argv[2])}}
+    {"model": {"freeze_backbone": True},
+     "train": {"optimizer": "sgd", "lr_schedule": "plateau", "global_clipnorm": float(sys.argv[2])}}
 )
 transform_output = tft.TFTransformOutput(sys.argv[1])
 batches = input_pipeline.make_dataset(sys.argv[3:], transform_output, config.model, config.train, 4, training=False)
