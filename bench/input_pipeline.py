@@ -9,8 +9,8 @@ examples with dense boxes:
     output (boxes already in the model's format): the same KerasCV layers on
     one example at a time, colours before the resize, then a plain batch.
 The guide's RandAugment cannot run inside its Augmenter (see input_pipeline),
-so both get the same colour-only RandAugment on images. Also reports the
-training step time of the demo (CPU) configuration.
+so both get the same colour-only RandAugment on images, then both none. Also
+reports the training step time of the demo (CPU) configuration.
 """
 
 from __future__ import annotations
@@ -91,25 +91,25 @@ def main() -> None:
         raw = sorted(glob.glob(os.path.join(root, "FileBasedExampleGen", "examples", "*", "Split-train", "*")))
         transformed = sorted(glob.glob(os.path.join(root, "Transform", "transformed_examples", "*", "Split-train", "*")))
         transform_output = tft.TFTransformOutput(max(glob.glob(os.path.join(root, "Transform", "transform_graph", "*"))))
-        config = config_lib.demo().with_overrides({"model": {"image_size": 640}})
-
-        datasets = {
-            "guide": guide_dataset(raw, config.train),
-            "vocdet": input_pipeline.make_dataset(
-                transformed, transform_output, config.model, config.train, BATCH, training=True
-            ),
-        }
-        # Alternating rounds, median of each: a slow spell of a shared machine hits both sides.
-        rounds = {name: [] for name in datasets}
-        for _ in range(ROUNDS):
-            for name, dataset in datasets.items():
-                rounds[name].append(images_per_second(dataset))
-        guide, ours = (statistics.median(rounds[name]) for name in ("guide", "vocdet"))
-        print(
-            f"input_pipeline: guide {guide:.1f} images/s, vocdet {ours:.1f} images/s "
-            f"(640x640, batch {BATCH}, median of {ROUNDS} alternating rounds of {BATCHES} batches)"
-        )
-        print(f"input_pipeline: ratio vocdet/guide {ours / guide:.2f}x")
+        guide_recipe = config_lib.voc_guide()  # 640 px, jitter (0.75, 1.3), RandAugment magnitude 0.25
+        for colour, magnitude in (("the guide's colour RandAugment", guide_recipe.train.rand_augment_magnitude), ("no colour", 0.0)):
+            config = guide_recipe.with_overrides({"train": {"rand_augment_magnitude": magnitude}})
+            datasets = {
+                "guide": guide_dataset(raw, config.train),
+                "vocdet": input_pipeline.make_dataset(
+                    transformed, transform_output, config.model, config.train, BATCH, training=True
+                ),
+            }
+            # Alternating rounds, median of each: a slow spell of a shared machine hits both sides.
+            rounds = {name: [] for name in datasets}
+            for _ in range(ROUNDS):
+                for name, dataset in datasets.items():
+                    rounds[name].append(images_per_second(dataset))
+            guide, ours = (statistics.median(rounds[name]) for name in ("guide", "vocdet"))
+            print(
+                f"input_pipeline ({colour} on both): guide {guide:.1f} images/s, vocdet {ours:.1f} images/s, "
+                f"ratio {ours / guide:.2f}x (640x640, batch {BATCH}, median of {ROUNDS} alternating rounds of {BATCHES} batches)"
+            )
 
         demo = config_lib.demo()
         dataset = input_pipeline.make_dataset(transformed, transform_output, demo.model, demo.train, BATCH, training=True)

@@ -129,6 +129,10 @@ def test_colour_stage_changes_images_and_never_boxes():
     tf.random.set_seed(0)
     colour = input_pipeline.colour_stage(magnitude=0.25)
     example = _example()
+    # Mid-range, graded colours, so that every colour operation has something to change
+    # (pure black, red and green already have full contrast and survive some of them).
+    gradient = np.linspace(40, 180, 300, dtype=np.float32)[None, :, None]
+    example["images"] = example["images"] * 0.25 + gradient  # within 0-255
     changed = 0
     for _ in range(10):
         out = _in_tf_data(colour, example)
