@@ -92,7 +92,11 @@ def main() -> None:
         transformed = sorted(glob.glob(os.path.join(root, "Transform", "transformed_examples", "*", "Split-train", "*")))
         transform_output = tft.TFTransformOutput(max(glob.glob(os.path.join(root, "Transform", "transform_graph", "*"))))
         guide_recipe = config_lib.voc_guide()  # 640 px, jitter (0.75, 1.3), RandAugment magnitude 0.25
-        for colour, magnitude in (("the guide's colour RandAugment", guide_recipe.train.rand_augment_magnitude), ("no colour", 0.0)):
+        colour_settings = {
+            "the guide's colour RandAugment": guide_recipe.train.rand_augment_magnitude,
+            "no colour": 0.0,
+        }
+        for colour, magnitude in colour_settings.items():
             config = guide_recipe.with_overrides({"train": {"rand_augment_magnitude": magnitude}})
             datasets = {
                 "guide": guide_dataset(raw, config.train),
@@ -108,7 +112,8 @@ def main() -> None:
             guide, ours = (statistics.median(rounds[name]) for name in ("guide", "vocdet"))
             print(
                 f"input_pipeline ({colour} on both): guide {guide:.1f} images/s, vocdet {ours:.1f} images/s, "
-                f"ratio {ours / guide:.2f}x (640x640, batch {BATCH}, median of {ROUNDS} alternating rounds of {BATCHES} batches)"
+                f"ratio {ours / guide:.2f}x (640x640, batch {BATCH}, "
+                f"median of {ROUNDS} alternating rounds of {BATCHES} batches)"
             )
 
         demo = config_lib.demo()

@@ -14,9 +14,9 @@ augmentation, every layer told the `bounding_box_format`:
 Each example is augmented on its own and its boxes padded to `max_boxes`
 (KerasCV's dense format, class -1 for padding); a plain batch of those
 fixed-size tensors is `(images, {"boxes", "classes"})`: faster on 2 cores than
-KerasCV's layers on ragged batches (figures: bench/input_pipeline.py, README). Objects beyond
-`max_boxes` in one image are cut; the Trainer counts them from Transform's
-objects-per-image histogram and warns (see module.py).
+KerasCV's layers on ragged batches (figures: bench/input_pipeline.py, README).
+Objects beyond `max_boxes` in one image are cut; the Trainer counts them from
+Transform's objects-per-image histogram and warns (see module.py).
 
 The parsing spec is Transform's own (`TFTransformOutput.transformed_feature_spec`).
 Under a distribution strategy the dataset is batched by the global batch and
@@ -168,7 +168,7 @@ class LeanRandomFlip(keras_cv.layers.RandomFlip):
 
 
 def eval_resizing(model_config):
-    """Resizing(image_size, pad_to_aspect_ratio=True) for one example: what serving applies."""
+    """Resizing(image_size, pad_to_aspect_ratio=True), for one example or a batch: eval's and serving's resize."""
     return keras_cv.layers.Resizing(
         model_config.image_size,
         model_config.image_size,
