@@ -75,6 +75,11 @@ def _parser() -> argparse.ArgumentParser:
     _add_data_flags(run)
     run.add_argument("--output", help="where artefacts, metadata and pushed models go (default: outputs)")
     run.add_argument("--runner", choices=("local", "beam"), default="local", help="TFX LocalDagRunner or BeamDagRunner")
+    run.add_argument(
+        "--package",
+        help="run a compiled Kubeflow package (vocdet compile) here instead: its tasks' own commands, in order, "
+        "with a local ML Metadata store and <output>/volumes/ as its PVC; --data gives its data_root",
+    )
     run.add_argument("--preset", choices=sorted(config_lib.PRESETS), default="demo")
     run.add_argument("--config", help="YAML file of config overrides, applied after the preset")
     run.add_argument("--strict", action="store_true", help="fail on any rejected record instead of reporting it")
@@ -253,6 +258,8 @@ def _make_sample(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    if args.package:
+        return _run_package(args)
     config = config_from_args(args)
     _quiet_logging(verbose=args.verbose)
     started = time.time()
@@ -274,6 +281,37 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_package(args: argparse.Namespace) -> int:
+    """`vocdet run --package`: the compiled Kubeflow package, task by task, on this machine."""
+    from pipeline import kubeflow, package_runner
+
+    ignored = [f"--{flag}" for flag in CONFIG_FLAGS if getattr(args, flag.replace("-", "_"), None) is not None]
+    if ignored or args.config or args.spans or args.labels:
+        raise UsageError(f"--package runs the package as compiled; settings such as {(ignored or ['--config'])[0]} "
+                         "belong to vocdet compile")
+    output = args.output or "outputs"
+    started = time.time()
+    try:
+        package = package_runner.Package.read(args.package)
+        data_root = package_runner.local_data_root(package, output, args.data or [], kubeflow.DATA_ROOT_PARAMETER)
+        print(f"vocdet: running {args.package} ({len(package.task_order())} tasks) with data_root {data_root} -> {output}",
+              flush=True)
+        run_id, results = package_runner.run_package(
+            package, output, {kubeflow.DATA_ROOT_PARAMETER: data_root}, progress=lambda line: print(line, flush=True)
+        )
+    except package_runner.PackageError as error:
+        raise UsageError(str(error)) from None
+    from pipeline import local_runner
+
+    minutes, seconds = divmod(int(time.time() - started), 60)
+    cached = [result.name for result in results if result.state == "CACHED"]
+    print(f"\nvocdet: run {run_id} finished in {minutes}m{seconds:02d}s"
+          + (f"; from TFX's cache: {', '.join(cached)}" if cached else ""))
+    for line in local_runner.summarize_metadata(os.path.join(output, "metadata.sqlite")).lines():
+        print(f"  {line}")
+    return 0
+
+
 def _cluster_config(args: argparse.Namespace) -> config_lib.PipelineConfig:
     _quiet_logging(verbose=args.verbose)
     config = config_from_args(args)
@@ -288,9 +326,12 @@ def _compile(args: argparse.Namespace) -> int:
     from pipeline import kubeflow
 
     config = _cluster_config(args)
-    path = kubeflow.compile_pipeline(config, args.out)
-    print(f"vocdet compile: {path} (KFP v2 pipeline spec; image {config.kubeflow.image}, data_root default "
-          f"{config.kubeflow.data_root}, pipeline root {config.kubeflow.pipeline_root})")
+    package = kubeflow.compile_pipeline(config, args.out)
+    print(
+        f"vocdet compile: {package.path} ({package.num_tasks} tasks, {package.size_bytes / 1024:.0f} KiB; "
+        f"image {config.kubeflow.image}, data_root default {config.kubeflow.data_root}, "
+        f"pipeline root {config.kubeflow.tfx_pipeline_root})"
+    )
     return 0
 
 
@@ -302,7 +343,7 @@ def _package(args: argparse.Namespace, config: config_lib.PipelineConfig, scratc
         return args.package
     from pipeline import kubeflow
 
-    return kubeflow.compile_pipeline(config, os.path.join(scratch, "pipeline.yaml"))
+    return kubeflow.compile_pipeline(config, os.path.join(scratch, "pipeline.yaml")).path
 
 
 def _connection(args: argparse.Namespace, config: config_lib.PipelineConfig):

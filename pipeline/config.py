@@ -209,13 +209,15 @@ class KubeflowConfig:
     """Where and how the pipeline runs on Kubeflow Pipelines (`vocdet compile/submit/schedule`).
 
     Paths are as the task containers see them: the PVC is mounted at
-    `pvc_mount_path` in every task. The pipeline root must be an object store
-    TensorFlow writes natively (gs://), since TFX tasks write their artefacts
-    directly to it; `object_store_secret` holds its credentials.
+    `pvc_mount_path` in every task. TFX's pipeline root (its artefacts) is on the
+    PVC unless `pipeline_root` names a gs:// bucket, which TensorFlow writes
+    natively; `object_store_secret` then holds its credentials. ML Metadata is
+    the cluster's own store, KFP's `metadata-grpc-service`.
     """
 
     # The image every task runs in (docker/Dockerfile); --image sets it.
     image: str = ""
+    # TFX's pipeline root: a folder on the PVC or a gs:// URI; empty: `<pvc_mount_path>/pipeline_root`.
     pipeline_root: str = ""
     # A VOCdevkit (or span-<N>/) root or a tfds data dir on the PVC; a runtime parameter of each run.
     data_root: str = "/mnt/vocdet/data"
@@ -224,10 +226,13 @@ class KubeflowConfig:
     service_account: str = "vocdet-pipeline-runner"
     pvc_name: str = "vocdet-data"
     pvc_mount_path: str = "/mnt/vocdet"
-    # A Kubernetes secret with the object-store key file (GCP service account JSON),
-    # mounted in every task; empty: the nodes' own credentials (e.g. GKE Workload Identity).
-    object_store_secret: str = "vocdet-object-store"
+    # A Kubernetes secret with the object-store key file (GCP service account JSON) for a gs://
+    # pipeline root, mounted in every task; empty: none, or the nodes' own credentials (GKE Workload Identity).
+    object_store_secret: str = ""
     object_store_secret_key: str = "key.json"
+    # KFP's ML Metadata service, which every KFP install runs (TFX records its runs there).
+    metadata_grpc_host: str = "metadata-grpc-service.kubeflow"
+    metadata_grpc_port: int = 8080
     # Beam inside each task: DirectRunner over all the task's cores.
     beam_pipeline_args: list[str] = dataclasses.field(
         default_factory=lambda: ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]
@@ -245,16 +250,26 @@ class KubeflowConfig:
         default_factory=lambda: [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
     )
 
+    @property
+    def tfx_pipeline_root(self) -> str:
+        return self.pipeline_root or os.path.join(self.pvc_mount_path, "pipeline_root")
+
     def validate(self) -> None:
-        if self.pipeline_root and not self.pipeline_root.startswith("gs://"):
+        if self.pipeline_root and "://" in self.pipeline_root and not self.pipeline_root.startswith("gs://"):
             raise ValueError(
-                f"kubeflow.pipeline_root must be a gs:// URI TensorFlow can write from every task, got {self.pipeline_root!r}"
+                f"kubeflow.pipeline_root must be on the PVC or a gs:// URI (TensorFlow 2.16 writes no other object "
+                f"store without tensorflow-io), got {self.pipeline_root!r}"
             )
         if self.trainer_gpus < 0 or min(self.cpu_limit, self.memory_limit_gb) <= 0:
             raise ValueError("kubeflow: trainer_gpus must be >= 0, cpu and memory limits positive")
-        for path in (self.data_root, self.serving_dir):
-            if not path.startswith(self.pvc_mount_path.rstrip("/") + "/") and "://" not in path:
-                raise ValueError(f"kubeflow: {path!r} is neither under the PVC mount {self.pvc_mount_path} nor a URI")
+        if not 0 < self.metadata_grpc_port < 65536:
+            raise ValueError(f"kubeflow.metadata_grpc_port must be a TCP port, got {self.metadata_grpc_port}")
+        for name in ("data_root", "serving_dir", "pipeline_root"):
+            path = getattr(self, name)
+            if path and not path.startswith(self.pvc_mount_path.rstrip("/") + "/") and "://" not in path:
+                raise ValueError(
+                    f"kubeflow.{name}: {path!r} is neither under the PVC mount {self.pvc_mount_path} nor a URI"
+                )
 
 
 @dataclasses.dataclass

@@ -1,59 +1,67 @@
-"""Compiles the pipeline for Kubeflow Pipelines (KFP v2) with TFX's KubeflowV2DagRunner.
+"""Compiles the pipeline for open-source Kubeflow Pipelines 2.x with KFP's own SDK and compiler.
 
-The definition is `pipeline.create_pipeline`, the one `vocdet run` executes;
-this module only binds the cluster:
+The definition is `pipeline.create_pipeline`, the one `vocdet run` executes. TFX compiles it to its
+pipeline IR; each IR node becomes one KFP container task running `pipeline.kubeflow_node` (TFX's
+portable Launcher, as TFX's former Kubeflow runner did), with the node's slice of the IR in its
+arguments. So:
 
-- the data root is a runtime parameter (`data_root`) of every run, so one
-  compiled pipeline serves any dataset on the PVC;
-- the pipeline root is the spec's `defaultPipelineRoot`, the serving folder
-  and Beam's arguments come from `config.kubeflow`, nothing from this machine;
-- the Trainer asks for GPUs through TFX's ResourceSpec (KFP's accelerator
-  fields), every task gets CPU and memory limits;
-- what TFX's V2 runner cannot express (node selector and tolerations for the
-  Trainer's GPU nodes, the PVC, the object-store secret) is written by
-  kfp-kubernetes' own functions into KFP's `platforms.kubernetes` section, the
-  second YAML document that kfp's compiler writes for a plain kfp pipeline.
+- every executor in the package is a container: no resolver, importer or lifecycle hook, which KFP
+  2.x's backend does not run ("resolver executors not implemented"); TFX's resolvers and its
+  ExampleGen driver run inside the tasks;
+- task dependencies are the TFX DAG's edges; TFX does artefact passing, caching and lineage in the
+  cluster's ML Metadata (`metadata-grpc-service`), so KFP's own caching is off for every task;
+- the IR's runtime parameters (`data_root`) are the KFP pipeline's parameters, and KFP's run id is
+  TFX's `pipeline-run-id`;
+- resources and Kubernetes settings are applied to the tasks while building: KFP's task methods for
+  CPU, memory and GPUs, kfp-kubernetes for the PVC, the object-store secret, and the Trainer's GPU
+  node selector and tolerations.
+
+TFX's KubeflowV2DagRunner is not used: its output targets Vertex AI Pipelines and does not run on
+open-source KFP (see the README).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import os
 
-from google.protobuf import json_format
-from kfp import kubernetes
-from kfp.compiler import pipeline_spec_builder
-from kfp.pipeline_spec import pipeline_spec_pb2
+from kfp import compiler, dsl, kubernetes
 from tfx import v1 as tfx
-from tfx.orchestration.kubeflow.v2 import kubeflow_v2_dag_runner
+from tfx.dsl.compiler import compiler as tfx_compiler
+from tfx.dsl.compiler import constants as tfx_constants
+from tfx.proto.orchestration import pipeline_pb2
 
-from pipeline.config import PipelineConfig
+from pipeline import kubeflow_node
+from pipeline.config import KubeflowConfig, PipelineConfig
 from pipeline.pipeline import create_pipeline
 
 DATA_ROOT_PARAMETER = "data_root"
+TRAINER_NODE = "Trainer"
+NODE_COMMAND = ["python", "-m", "pipeline.kubeflow_node"]
 # Where the object-store key is mounted, and the variable Google's libraries read it from.
 CREDENTIALS_DIR = "/var/secrets/object-store"
 CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
-RESOURCE_SPEC = pipeline_spec_pb2.PipelineDeploymentConfig.PipelineContainerSpec.ResourceSpec
+# KFP parameter types for TFX runtime parameter types.
+_PARAMETER_TYPES = {
+    pipeline_pb2.RuntimeParameter.STRING: str,
+    pipeline_pb2.RuntimeParameter.INT: int,
+    pipeline_pb2.RuntimeParameter.DOUBLE: float,
+}
 
 
-class _KubernetesPlatformConfig:
-    """What kfp-kubernetes reads and writes on a kfp PipelineTask: its `platform_config`.
-
-    TFX's runner builds its own tasks, so kfp-kubernetes' functions are given this
-    stand-in per executor and produce exactly what they would for a kfp task.
-    """
-
-    def __init__(self):
-        self.platform_config: dict = {}
+@dataclasses.dataclass(frozen=True)
+class CompiledPackage:
+    path: str
+    size_bytes: int
+    num_tasks: int
 
 
-def compile_pipeline(config: PipelineConfig, output_path: str) -> str:
-    """Writes the KFP v2 pipeline spec (YAML, two documents) for `config`; returns the path."""
+def compile_pipeline(config: PipelineConfig, output_path: str) -> CompiledPackage:
+    """Writes the KFP pipeline (YAML: the spec, then kfp-kubernetes' platform config) for `config`."""
     kubeflow = config.kubeflow
     if not kubeflow.image:
         raise ValueError("kubeflow.image is not set: pass --image (see docker/build.sh)")
-    if not kubeflow.pipeline_root:
-        raise ValueError("kubeflow.pipeline_root is not set: pass --pipeline-root gs://BUCKET/PATH")
     if not output_path.endswith((".yaml", ".yml")):
         raise ValueError(f"{output_path}: the compiled pipeline is YAML; name it .yaml")
     cluster_config = config.with_overrides(
@@ -64,98 +72,105 @@ def compile_pipeline(config: PipelineConfig, output_path: str) -> str:
         }
     )
     data_root = tfx.dsl.experimental.RuntimeParameter(name=DATA_ROOT_PARAMETER, ptype=str, default=kubeflow.data_root)
-    pipeline = create_pipeline(cluster_config, data_root)
-    _request_resources(pipeline, kubeflow)
+    tfx_pipeline = create_pipeline(cluster_config, data_root, pipeline_root=kubeflow.tfx_pipeline_root)
+    pipeline_ir = tfx_compiler.Compiler().compile(tfx_pipeline)
 
-    runner = kubeflow_v2_dag_runner.KubeflowV2DagRunner(
-        config=kubeflow_v2_dag_runner.KubeflowV2DagRunnerConfig(
-            display_name=config.pipeline_name,
-            default_image=kubeflow.image,
-            # Schema 2.1: typed parameters with defaults, what KFP 2's backend and SDK read.
-            use_pipeline_spec_2_1=True,
-        ),
-        output_dir=os.path.dirname(os.path.abspath(output_path)),
-    )
-    job = runner.run(pipeline, write_out=False)  # the spec as a dict; written below with the platform config
-    pipeline_spec = json_format.ParseDict(job["pipelineSpec"], pipeline_spec_pb2.PipelineSpec())
-    pipeline_spec.default_pipeline_root = kubeflow.pipeline_root
-    data_root_spec = pipeline_spec.root.input_definitions.parameters[DATA_ROOT_PARAMETER]
-    data_root_spec.default_value.string_value = kubeflow.data_root
-    data_root_spec.is_optional = True
-    _edit_containers(pipeline_spec, lambda container: _complete_container(container, kubeflow))
-    platform_spec = kubernetes_platform_spec(pipeline_spec, kubeflow)
+    kfp_pipeline = _kfp_pipeline(pipeline_ir, kubeflow, f"{config.pipeline_name}: VOC object detection (KerasCV RetinaNet, TFX)")
     os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
-    pipeline_spec_builder.write_pipeline_spec_to_file(
-        pipeline_spec,
-        f"{config.pipeline_name}: VOC object detection (KerasCV RetinaNet) compiled by vocdet with TFX's KubeflowV2DagRunner",
-        platform_spec,
-        output_path,
+    compiler.Compiler().compile(kfp_pipeline, output_path)
+    return CompiledPackage(output_path, os.path.getsize(output_path), len(pipeline_ir.nodes))
+
+
+def _kfp_pipeline(pipeline_ir: pipeline_pb2.Pipeline, kubeflow: KubeflowConfig, description: str):
+    """A KFP pipeline with one container task per TFX node, wired by the TFX DAG's edges."""
+    parameters = _run_parameters(pipeline_ir)
+
+    def build(*values):
+        run_parameters = dict(zip(parameters, values))
+        tasks = {}
+        for node in pipeline_ir.nodes:  # topological order
+            node_id = node.pipeline_node.node_info.id
+            node_parameters = sorted(_run_parameters(pipeline_ir, node_id))
+            component = _node_component(pipeline_ir, node_id, node_parameters, kubeflow)
+            task = component(**{name: run_parameters[name] for name in node_parameters})
+            task.set_display_name(node_id)
+            task.set_caching_options(False)  # TFX's cache in ML Metadata decides
+            task.after(*(tasks[upstream] for upstream in node.pipeline_node.upstream_nodes))
+            _configure_task(task, kubeflow, trainer=node_id == TRAINER_NODE)
+            tasks[node_id] = task
+
+    build.__signature__ = inspect.Signature(
+        [
+            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=kind, default=default)
+            for name, (kind, default) in parameters.items()
+        ]
     )
-    return output_path
+    build.__name__ = pipeline_ir.pipeline_info.id
+    return dsl.pipeline(name=pipeline_ir.pipeline_info.id, description=description)(build)
 
 
-def _request_resources(pipeline, kubeflow) -> None:
-    """CPU and memory limits for every task; GPUs for the Trainer (TFX's ResourceSpec)."""
-    for component in pipeline.components:
-        if not hasattr(component, "with_platform_config") or component.id.endswith("_resolver"):
-            continue
-        if component.id == "Trainer":
-            spec = RESOURCE_SPEC(cpu_limit=kubeflow.trainer_cpu_limit, memory_limit=kubeflow.trainer_memory_limit_gb)
-            if kubeflow.trainer_gpus:
-                spec.accelerator.type = kubeflow.gpu_resource
-                spec.accelerator.count = kubeflow.trainer_gpus
-        else:
-            spec = RESOURCE_SPEC(cpu_limit=kubeflow.cpu_limit, memory_limit=kubeflow.memory_limit_gb)
-        component.with_platform_config(spec)
+def _run_parameters(pipeline_ir: pipeline_pb2.Pipeline, node_id: str | None = None) -> dict[str, tuple[type, object]]:
+    """The IR's own runtime parameters (of one node, or all): name -> (KFP type, default).
+
+    TFX's system parameters are not run parameters: the run id comes from KFP, and the pipeline
+    root is fixed at compile time (its default).
+    """
+    scope = pipeline_ir
+    if node_id is not None:
+        scope = next(node for node in pipeline_ir.nodes if node.pipeline_node.node_info.id == node_id)
+    found = kubeflow_node.runtime_parameters(scope)
+    found.pop(tfx_constants.PIPELINE_ROOT_PARAMETER_NAME, None)
+    return {
+        name: (_PARAMETER_TYPES[parameter.type], getattr(parameter.default_value, parameter.default_value.WhichOneof("value")))
+        for name, parameter in sorted(found.items())
+    }
 
 
-def kubernetes_platform_spec(pipeline_spec: pipeline_spec_pb2.PipelineSpec, kubeflow) -> pipeline_spec_pb2.PlatformSpec:
-    """kfp-kubernetes' configuration for every container executor of the compiled spec."""
-    platform_spec = pipeline_spec_pb2.PlatformSpec()
-    for label, executor in pipeline_spec.deployment_spec["executors"].items():
-        if "container" not in executor:
-            continue  # resolvers and importers run in KFP's own driver
-        task = _KubernetesPlatformConfig()
-        kubernetes.mount_pvc(task, pvc_name=kubeflow.pvc_name, mount_path=kubeflow.pvc_mount_path)
-        if kubeflow.object_store_secret:
-            kubernetes.use_secret_as_volume(task, secret_name=kubeflow.object_store_secret, mount_path=CREDENTIALS_DIR)
-        if label == trainer_executor_label(pipeline_spec) and kubeflow.trainer_gpus:
+def _node_component(pipeline_ir: pipeline_pb2.Pipeline, node_id: str, parameters: list[str], kubeflow: KubeflowConfig):
+    """A KFP container component that runs `node_id` with `pipeline.kubeflow_node`."""
+    node_ir = kubeflow_node.node_ir_json(_with_fixed_pipeline_root(pipeline_ir), node_id)
+
+    def node(*values):
+        args = [
+            "--node-ir", node_ir,
+            "--run-id", dsl.PIPELINE_JOB_ID_PLACEHOLDER,
+            "--metadata-grpc-host", kubeflow.metadata_grpc_host,
+            "--metadata-grpc-port", str(kubeflow.metadata_grpc_port),
+        ]  # fmt: skip
+        for name, value in zip(parameters, values):
+            args += ["--parameter", name, value]
+        return dsl.ContainerSpec(image=kubeflow.image, command=NODE_COMMAND, args=args)
+
+    node.__signature__ = inspect.Signature(
+        [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str) for name in parameters]
+    )
+    node.__name__ = node_id
+    return dsl.container_component(node)
+
+
+def _with_fixed_pipeline_root(pipeline_ir: pipeline_pb2.Pipeline) -> pipeline_pb2.Pipeline:
+    """The IR with its pipeline-root parameter replaced by its value (compiled in, not a run parameter)."""
+    from tfx.orchestration.portable import runtime_parameter_utils
+
+    fixed = pipeline_pb2.Pipeline()
+    fixed.CopyFrom(pipeline_ir)
+    runtime_parameter_utils.substitute_runtime_parameter(fixed.runtime_spec, {})
+    return fixed
+
+
+def _configure_task(task, kubeflow: KubeflowConfig, trainer: bool) -> None:
+    """Resources (KFP's task methods) and Kubernetes settings (kfp-kubernetes) of one task."""
+    if trainer:
+        task.set_cpu_limit(f"{kubeflow.trainer_cpu_limit:g}").set_memory_limit(f"{kubeflow.trainer_memory_limit_gb:g}G")
+        if kubeflow.trainer_gpus:
+            task.set_accelerator_type(kubeflow.gpu_resource).set_accelerator_limit(kubeflow.trainer_gpus)
             for key, value in kubeflow.gpu_node_selector.items():
                 kubernetes.add_node_selector(task, label_key=key, label_value=value)
             for toleration in kubeflow.gpu_tolerations:
                 kubernetes.add_toleration(task, **toleration)
-        pipeline_spec_builder.merge_platform_specs(
-            platform_spec, pipeline_spec_builder.platform_config_to_platform_spec(task.platform_config, label)
-        )
-    return platform_spec
-
-
-def trainer_executor_label(pipeline_spec: pipeline_spec_pb2.PipelineSpec) -> str:
-    component = pipeline_spec.root.dag.tasks["Trainer"].component_ref.name
-    return pipeline_spec.components[component].executor_label
-
-
-def deployment_config(pipeline_spec: pipeline_spec_pb2.PipelineSpec) -> pipeline_spec_pb2.PipelineDeploymentConfig:
-    """The spec's executors as KFP's typed message (PipelineSpec stores them as a Struct)."""
-    return json_format.ParseDict(
-        json_format.MessageToDict(pipeline_spec.deployment_spec), pipeline_spec_pb2.PipelineDeploymentConfig()
-    )
-
-
-def _complete_container(container, kubeflow) -> None:
-    """What TFX's runner leaves out of a container: the credentials variable, and
-    resources where it ignores the component's ResourceSpec (FileBasedExampleGen)."""
+    else:
+        task.set_cpu_limit(f"{kubeflow.cpu_limit:g}").set_memory_limit(f"{kubeflow.memory_limit_gb:g}G")
+    kubernetes.mount_pvc(task, pvc_name=kubeflow.pvc_name, mount_path=kubeflow.pvc_mount_path)
     if kubeflow.object_store_secret:
-        container.env.add(name=CREDENTIALS_ENV, value=f"{CREDENTIALS_DIR}/{kubeflow.object_store_secret_key}")
-    if not container.HasField("resources"):
-        container.resources.CopyFrom(RESOURCE_SPEC(cpu_limit=kubeflow.cpu_limit, memory_limit=kubeflow.memory_limit_gb))
-
-
-def _edit_containers(pipeline_spec: pipeline_spec_pb2.PipelineSpec, edit) -> None:
-    """Applies `edit` to every container executor of the spec."""
-    deployment = deployment_config(pipeline_spec)
-    for executor in deployment.executors.values():
-        if executor.HasField("container"):
-            edit(executor.container)
-    pipeline_spec.deployment_spec.Clear()
-    pipeline_spec.deployment_spec.update(json_format.MessageToDict(deployment))
+        kubernetes.use_secret_as_volume(task, secret_name=kubeflow.object_store_secret, mount_path=CREDENTIALS_DIR)
+        task.set_env_variable(CREDENTIALS_ENV, f"{CREDENTIALS_DIR}/{kubeflow.object_store_secret_key}")

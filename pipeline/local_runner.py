@@ -123,12 +123,17 @@ def ingest_counts(examples_uri: str) -> dict[str, dict[str, int]]:
 
 def summarize(config: PipelineConfig) -> RunSummary:
     """The newest evaluation, blessing and push recorded in this pipeline's ML Metadata."""
-    store = metadata_store.MetadataStore(metadata_config(config))
+    return summarize_metadata(config.metadata_path)
+
+
+def summarize_metadata(metadata_path: str) -> RunSummary:
+    """The newest evaluation, blessing and push recorded in the ML Metadata store at `metadata_path`."""
+    store = metadata_store.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
 
     def newest(type_name: str):
         artifacts = store.get_artifacts_by_type(type_name)
         if not artifacts:
-            raise RuntimeError(f"no {type_name} artefact in {config.metadata_path}: did the pipeline run?")
+            raise RuntimeError(f"no {type_name} artefact in {metadata_path}: did the pipeline run?")
         return max(artifacts, key=lambda artifact: artifact.id)
 
     evaluation = newest("ModelEvaluation")

@@ -34,8 +34,13 @@ def create_pipeline(
     data_root: str,
     metadata_connection_config=None,
     beam_pipeline_args: list[str] | None = None,
+    pipeline_root: str | None = None,
 ) -> tfx.dsl.Pipeline:
-    """The pipeline for `config`, reading VOCdevkit folders under `data_root`."""
+    """The pipeline for `config`, reading VOCdevkit folders under `data_root`.
+
+    `pipeline_root` defaults to the config's (under output_dir); the Kubeflow
+    compiler passes the cluster's.
+    """
     custom_config = config.to_custom_config()
     data = config.data
     splits = data.train_splits + [data.eval_split]
@@ -95,7 +100,7 @@ def create_pipeline(
     )
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
-        pipeline_root=config.pipeline_root,
+        pipeline_root=pipeline_root or config.pipeline_root,
         components=[
             example_gen,
             *span_resolvers,

@@ -77,6 +77,8 @@ class Executor(base_executor.BaseExecutor):
             gallery=evaluation.gallery(images, detections, class_names, config.model.display_confidence_threshold),
         )
         _write_json(os.path.join(evaluation_artifact.uri, BLESSING_FILE), decision.to_dict())
+        # Object stores have no folders; a local or PVC pipeline root needs this one made.
+        tf.io.gfile.makedirs(blessing_artifact.uri)
         _write_json(os.path.join(blessing_artifact.uri, BLESSING_FILE), decision.to_dict())
         with tf.io.gfile.GFile(
             os.path.join(blessing_artifact.uri, "BLESSED" if decision.blessed else "NOT_BLESSED"), "w"

@@ -1,0 +1,248 @@
+"""Runs a compiled Kubeflow package on this machine: `vocdet run --package pipeline.yaml`.
+
+A rehearsal before `vocdet submit`, and the proof that the file runs. It reads the YAML KFP would
+read (the pipeline spec and kfp-kubernetes' platform config), resolves the run's parameters and
+KFP's placeholders as KFP's driver does, and runs each task's own command and arguments, in
+dependency order, as its own process in this Python environment. Two things stand in for the
+cluster, through `pipeline.kubeflow_node`'s environment variables:
+
+- ML Metadata: an SQLite store (`<output>/metadata.sqlite`) in place of KFP's gRPC service;
+- the PVC: each `pvcMount` of a task is a local folder, `<output>/volumes/<claim name>`.
+
+Each task's log goes to `<output>/logs/<run id>/<task>.log`; progress is one line a task.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+import uuid
+
+import yaml
+from google.protobuf import json_format
+from kfp.kubernetes import kubernetes_executor_config_pb2
+from kfp.pipeline_spec import pipeline_spec_pb2
+
+from pipeline import kubeflow_node
+
+_INPUT_PARAMETER = re.compile(r"\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}")
+_PLACEHOLDER = re.compile(r"\{\{\$[^}]*\}\}")
+
+
+class PackageError(Exception):
+    """A package this runner cannot run, or a task that failed: one line for the user."""
+
+
+@dataclasses.dataclass
+class Package:
+    """A compiled KFP package: its spec and the Kubernetes config of each executor."""
+
+    path: str
+    spec: pipeline_spec_pb2.PipelineSpec
+    kubernetes: dict[str, kubernetes_executor_config_pb2.KubernetesExecutorConfig]
+
+    @classmethod
+    def read(cls, path: str) -> "Package":
+        try:
+            with open(path) as handle:
+                documents = [document for document in yaml.safe_load_all(handle) if document]
+        except (OSError, yaml.YAMLError) as error:
+            raise PackageError(f"{path}: cannot read the compiled pipeline ({error})") from None
+        if not documents or "root" not in documents[0]:
+            raise PackageError(f"{path}: not a KFP pipeline spec (no root DAG)")
+        spec = json_format.ParseDict(documents[0], pipeline_spec_pb2.PipelineSpec(), ignore_unknown_fields=True)
+        kubernetes = {}
+        if len(documents) > 1:
+            platform = json_format.ParseDict(documents[1], pipeline_spec_pb2.PlatformSpec())
+            if "kubernetes" in platform.platforms:
+                for label, body in platform.platforms["kubernetes"].deployment_spec.executors.items():
+                    kubernetes[label] = json_format.ParseDict(
+                        json_format.MessageToDict(body), kubernetes_executor_config_pb2.KubernetesExecutorConfig()
+                    )
+        return cls(path, spec, kubernetes)
+
+    def executors(self) -> pipeline_spec_pb2.PipelineDeploymentConfig:
+        return json_format.ParseDict(
+            json_format.MessageToDict(self.spec.deployment_spec), pipeline_spec_pb2.PipelineDeploymentConfig()
+        )
+
+    def executor_label(self, task_name: str) -> str:
+        return self.spec.components[self.spec.root.dag.tasks[task_name].component_ref.name].executor_label
+
+    def task_order(self) -> list[str]:
+        """The root DAG's tasks, each after the tasks it depends on."""
+        tasks = self.spec.root.dag.tasks
+        order: list[str] = []
+        visiting: set[str] = set()
+
+        def visit(name: str) -> None:
+            if name in order:
+                return
+            if name in visiting:
+                raise PackageError(f"{self.path}: the DAG has a cycle through task {name!r}")
+            visiting.add(name)
+            for upstream in tasks[name].dependent_tasks:
+                visit(upstream)
+            order.append(name)
+
+        for name in sorted(tasks):
+            visit(name)
+        return order
+
+    def parameter_defaults(self) -> dict[str, str]:
+        defaults = {}
+        for name, definition in self.spec.root.input_definitions.parameters.items():
+            if definition.HasField("default_value"):
+                defaults[name] = _parameter_text(json_format.MessageToDict(definition.default_value))
+        return defaults
+
+    def mount_paths(self) -> dict[str, str]:
+        """Mount path -> PVC claim name, over every task."""
+        return {
+            mount.mount_path: mount.constant or mount.component_input_parameter
+            for config in self.kubernetes.values()
+            for mount in config.pvc_mount
+        }
+
+
+@dataclasses.dataclass
+class TaskResult:
+    name: str
+    state: str
+    seconds: float
+    log: str
+
+
+def local_mounts(package: Package, output_dir: str) -> dict[str, str]:
+    """Mount path -> the local folder standing in for its PVC."""
+    return {
+        mount_path: os.path.abspath(os.path.join(output_dir, "volumes", claim))
+        for mount_path, claim in package.mount_paths().items()
+    }
+
+
+def run_package(
+    package: Package,
+    output_dir: str,
+    parameters: dict[str, str] | None = None,
+    progress=print,
+) -> tuple[str, list[TaskResult]]:
+    """Runs every task of `package` once, in dependency order; returns (run id, results)."""
+    run_id = str(uuid.uuid4())
+    run_parameters = {**package.parameter_defaults(), **(parameters or {})}
+    undefined = set(parameters or {}) - set(package.spec.root.input_definitions.parameters)
+    if undefined:
+        raise PackageError(f"{package.path}: the pipeline has no parameter {sorted(undefined)[0]!r}")
+    mounts = local_mounts(package, output_dir)
+    for folder in mounts.values():
+        os.makedirs(folder, exist_ok=True)
+    log_dir = os.path.join(output_dir, "logs", run_id)
+    os.makedirs(log_dir, exist_ok=True)
+    environment = {
+        **os.environ,
+        # The task's `python` is this environment's.
+        "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
+        kubeflow_node.METADATA_SQLITE_ENV: os.path.abspath(os.path.join(output_dir, "metadata.sqlite")),
+        kubeflow_node.LOCAL_MOUNTS_ENV: json.dumps(mounts),
+    }
+    executors = package.executors().executors
+    order = package.task_order()
+    results = []
+    for index, name in enumerate(order, start=1):
+        task = package.spec.root.dag.tasks[name]
+        container = executors[package.executor_label(name)].container
+        values = _task_inputs(task, run_parameters)
+        context = {"pipeline_job_uuid": run_id, "pipeline_job_name": f"{package.spec.pipeline_info.name}-{run_id[:8]}"}
+        command = [_substitute(part, values, context, name) for part in [*container.command, *container.args]]
+        env = {**environment, **{variable.name: variable.value for variable in container.env}}
+        display = task.task_info.name or name
+        log_path = os.path.join(log_dir, f"{display}.log")
+        started = time.time()
+        progress(f"[{index}/{len(order)}] {display} ...")
+        with open(log_path, "w") as log:
+            returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        state = _last_state(log_path)
+        seconds = time.time() - started
+        results.append(TaskResult(display, state, seconds, log_path))
+        if returncode != 0:
+            raise PackageError(f"task {display} failed (exit {returncode}): {_last_error(log_path)} (log: {log_path})")
+        progress(f"[{index}/{len(order)}] {display} {state.lower()} in {seconds:.0f}s")
+    return run_id, results
+
+
+def _parameter_text(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _task_inputs(task, run_parameters: dict[str, str]) -> dict[str, str]:
+    """The task's input parameters as KFP's driver resolves them: run parameters and constants."""
+    values = {}
+    for name, spec in task.inputs.parameters.items():
+        if spec.component_input_parameter:
+            values[name] = run_parameters[spec.component_input_parameter]
+        elif spec.HasField("runtime_value"):
+            values[name] = _parameter_text(json_format.MessageToDict(spec.runtime_value.constant))
+        else:
+            raise PackageError(f"task {task.task_info.name}: input {name!r} comes from another task's output, "
+                               "which vocdet's packages never use")
+    return values
+
+
+def _substitute(text: str, inputs: dict[str, str], context: dict[str, str], task: str) -> str:
+    text = _INPUT_PARAMETER.sub(lambda match: inputs[match.group(1)], text)
+    for key, value in context.items():
+        text = text.replace("{{$.%s}}" % key, value)
+    leftover = _PLACEHOLDER.search(text)
+    if leftover:
+        raise PackageError(f"task {task}: KFP placeholder {leftover.group(0)} is not supported by the local runner")
+    return text
+
+
+def _last_state(log_path: str) -> str:
+    with open(log_path, errors="replace") as handle:
+        states = [line[len(kubeflow_node.STATE_LINE_PREFIX):].strip() for line in handle
+                  if line.startswith(kubeflow_node.STATE_LINE_PREFIX)]
+    return states[-1] if states else "FAILED"
+
+
+def _last_error(log_path: str) -> str:
+    """The last line of the task's log that names an error (a Python exception, usually)."""
+    with open(log_path, errors="replace") as handle:
+        lines = [line.strip() for line in handle if line.strip()]
+    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception)\b", line)]
+    return (errors or lines or ["no output"])[-1][:400]
+
+
+def local_data_root(package: Package, output_dir: str, data_dirs: list[str], parameter: str) -> str:
+    """The local folder for the package's data-root parameter.
+
+    `--data` folders as `vocdet run` lays them out (a `span-<N>/` root as it is); without them,
+    the parameter's default on the stand-in PVC, filled with the generated sample if empty.
+    """
+    from pipeline import data_layout, sample_data
+
+    if data_dirs:
+        if len(data_dirs) == 1 and any(name.startswith("span-") for name in os.listdir(data_dirs[0])):
+            return os.path.abspath(data_dirs[0])
+        root = os.path.abspath(os.path.join(output_dir, "data-root"))
+        data_layout.make_data_root(data_dirs, root)
+        return root
+    default = package.parameter_defaults().get(parameter, "")
+    root = default
+    for mount_path, folder in local_mounts(package, output_dir).items():
+        if default.startswith(mount_path.rstrip("/") + "/"):
+            root = folder + default[len(mount_path.rstrip("/")):]
+    if "://" in root or not root.startswith(os.path.abspath(output_dir)):
+        raise PackageError(f"{package.path}: {parameter} defaults to {default!r}, not on the PVC; give --data")
+    if not os.path.isdir(root) or not os.listdir(root):
+        sample_dir = os.path.join(output_dir, "sample-data")
+        sample_data.make_sample(sample_dir, sample_data.SampleSpec())
+        data_layout.make_data_root([sample_dir], root)
+        progress_note = f"vocdet: the generated sample in {root} stands for the PVC's {default}"
+        print(progress_note, flush=True)
+    return root
