@@ -283,21 +283,23 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_package(args: argparse.Namespace) -> int:
     """`vocdet run --package`: the compiled Kubeflow package, task by task, on this machine."""
-    from pipeline import kubeflow, package_runner
+    from pipeline import package_runner
+    from pipeline.kubeflow_node import DATA_ROOT_PARAMETER
 
     ignored = [f"--{flag}" for flag in CONFIG_FLAGS if getattr(args, flag.replace("-", "_"), None) is not None]
     if ignored or args.config or args.spans or args.labels:
         raise UsageError(f"--package runs the package as compiled; settings such as {(ignored or ['--config'])[0]} "
                          "belong to vocdet compile")
     output = args.output or "outputs"
+    _quiet_logging(verbose=args.verbose)
     started = time.time()
     try:
         package = package_runner.Package.read(args.package)
-        data_root = package_runner.local_data_root(package, output, args.data or [], kubeflow.DATA_ROOT_PARAMETER)
+        data_root = package_runner.local_data_root(package, output, args.data or [], DATA_ROOT_PARAMETER)
         print(f"vocdet: running {args.package} ({len(package.task_order())} tasks) with data_root {data_root} -> {output}",
               flush=True)
         run_id, results = package_runner.run_package(
-            package, output, {kubeflow.DATA_ROOT_PARAMETER: data_root}, progress=lambda line: print(line, flush=True)
+            package, output, {DATA_ROOT_PARAMETER: data_root}, progress=lambda line: print(line, flush=True)
         )
     except package_runner.PackageError as error:
         raise UsageError(str(error)) from None
@@ -359,9 +361,9 @@ def _connection(args: argparse.Namespace, config: config_lib.PipelineConfig):
 
 
 def _run_parameters(args: argparse.Namespace) -> dict:
-    from pipeline import kubeflow
+    from pipeline.kubeflow_node import DATA_ROOT_PARAMETER
 
-    return {kubeflow.DATA_ROOT_PARAMETER: args.data_root} if args.data_root else {}
+    return {DATA_ROOT_PARAMETER: args.data_root} if args.data_root else {}
 
 
 def _submit(args: argparse.Namespace) -> int:

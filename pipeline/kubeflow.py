@@ -36,7 +36,7 @@ from pipeline import kubeflow_node
 from pipeline.config import KubeflowConfig, PipelineConfig
 from pipeline.pipeline import create_pipeline
 
-DATA_ROOT_PARAMETER = "data_root"
+DATA_ROOT_PARAMETER = kubeflow_node.DATA_ROOT_PARAMETER
 TRAINER_NODE = "Trainer"
 NODE_COMMAND = ["python", "-m", "pipeline.kubeflow_node"]
 # Where the object-store key is mounted, and the variable Google's libraries read it from.

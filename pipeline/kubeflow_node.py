@@ -31,6 +31,8 @@ import sys
 
 import components  # noqa: F401  pins tf.keras to Keras 3 before TFX loads TF Transform
 
+# The KFP run parameter that fills the IR's `data_root` runtime parameter (ExampleGen's input base).
+DATA_ROOT_PARAMETER = "data_root"
 METADATA_SQLITE_ENV = "VOCDET_METADATA_SQLITE"
 LOCAL_MOUNTS_ENV = "VOCDET_LOCAL_MOUNTS"
 # Printed last by every task, read by `vocdet run --package` for its progress lines.

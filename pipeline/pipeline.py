@@ -19,6 +19,7 @@ from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 
 from components.atomic_pusher import executor as atomic_pusher
+from components.coco_evaluator.baseline import LatestBlessedBaselineStrategy
 from components.coco_evaluator.component import CocoEvaluator
 from components.serving_check.component import ServingCheck
 from components.voc_example_gen import executor as voc_example_gen
@@ -58,7 +59,7 @@ def create_pipeline(
         # StatisticsGen already profiles the data; Transform's own TFDV pass would repeat it.
         disable_statistics=True,
     )
-    # The latest blessed model: the Evaluator's baseline, and the Trainer's starting point with train.warm_start.
+    # The latest blessed model: the Trainer's starting point with train.warm_start.
     latest_blessed_model = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
@@ -74,10 +75,17 @@ def create_pipeline(
         eval_args=tfx.proto.EvalArgs(splits=[data.eval_split]),
         custom_config=custom_config,
     )
+    # The Evaluator's baseline: the latest blessed model other than this run's candidate.
+    baseline_model = tfx.dsl.Resolver(
+        strategy_class=LatestBlessedBaselineStrategy,
+        model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
+        model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
+        candidate=trainer.outputs["model"],
+    ).with_id("baseline_model_resolver")
     evaluator = CocoEvaluator(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
-        baseline_model=latest_blessed_model.outputs["model"],
+        baseline_model=baseline_model.outputs["model"],
         custom_config=custom_config,
     )
     serving_check = ServingCheck(
@@ -107,8 +115,9 @@ def create_pipeline(
             statistics_gen,
             schema_gen,
             transform,
-            latest_blessed_model,
+            *([latest_blessed_model] if config.train.warm_start else []),
             trainer,
+            baseline_model,
             evaluator,
             serving_check,
             pusher,

@@ -76,8 +76,11 @@ def test_runtime_stage_is_non_root_without_build_tools_and_keeps_keras_3():
 
 
 def test_the_commands_tasks_run_exist_in_the_installed_project():
-    """The compiled spec's command (TFX's V2 executor entrypoint) and the module files it loads."""
-    assert importlib.util.find_spec("tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor")
+    """The compiled package's task command (`python -m pipeline.kubeflow_node`) and the module files it loads."""
+    from pipeline import kubeflow
+
+    assert kubeflow.NODE_COMMAND[:2] == ["python", "-m"]
+    assert importlib.util.find_spec(kubeflow.NODE_COMMAND[2])
     assert importlib.util.find_spec("components.trainer.module") and importlib.util.find_spec("components.transform")
     copied = {arguments.split()[0] for instruction, arguments in _dockerfile_stages()[0] if instruction == "COPY"}
     assert {"pipeline", "components", "pyproject.toml"} <= copied

@@ -1,6 +1,8 @@
-"""`vocdet compile`, `submit` and `schedule`: the KFP v2 spec, read with KFP's own protos, and
-the API calls, made by the kfp SDK against a local test double of the v2beta1 REST API."""
+"""`vocdet compile`: a KFP-SDK-compiled package of container tasks, read back with KFP's own protos;
+`submit` and `schedule` through the kfp SDK against a local test double of the v2beta1 REST API.
+The package is run for real in `test_kubeflow_package_e2e.py`."""
 
+import json
 import os
 import re
 
@@ -9,23 +11,20 @@ import yaml
 from google.protobuf import json_format
 from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
+from tfx.proto.orchestration import pipeline_pb2 as tfx_pipeline_pb2
 
-from pipeline import cli, config as config_lib
+from pipeline import cli, config as config_lib, kubeflow
 from tests.kfp_api_double import KfpApiDouble
 
 IMAGE = "registry.example.com/vocdet:1.2.3"
-PIPELINE_ROOT = "gs://vocdet-test-bucket/pipeline_root"
-TFX_ENTRYPOINT = ["python", "-m", "tfx.orchestration.kubeflow.v2.container.kubeflow_v2_run_executor"]
 TOKEN = "test-token-7f3a9c"
+NODES = ("FileBasedExampleGen", "StatisticsGen", "SchemaGen", "Transform", "latest_blessed_model_resolver", "Trainer",
+         "baseline_model_resolver", "CocoEvaluator", "ServingCheck", "Pusher")
 
 
-@pytest.fixture(scope="module")
-def compiled(tmp_path_factory):
-    """(path, PipelineSpec, {executor label: KubernetesExecutorConfig}, YAML text) of one compile."""
-    path = tmp_path_factory.mktemp("kfp") / "pipeline.yaml"
-    argv = ["compile", "--image", IMAGE, "--pipeline-root", PIPELINE_ROOT, "--out", str(path), "--warm-start",
-            "--epochs", "7"]
-    assert cli.main(argv) == 0
+def compile_package(path, *flags):
+    """(PipelineSpec, {executor label: KubernetesExecutorConfig}, YAML text, compile's stdout line) of one compile."""
+    assert cli.main(["compile", "--image", IMAGE, "--out", str(path), *flags]) == 0
     text = path.read_text()
     spec_doc, platform_doc = yaml.safe_load_all(text)
     spec = json_format.ParseDict(spec_doc, pipeline_spec_pb2.PipelineSpec())
@@ -36,63 +35,100 @@ def compiled(tmp_path_factory):
         )
         for label, body in platform.platforms["kubernetes"].deployment_spec.executors.items()
     }
-    return path, spec, kubernetes, text
+    return spec, kubernetes, text
 
 
-def _containers(spec):
-    deployment = json_format.ParseDict(
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """The guide's preset with warm start, 7 epochs and an object-store secret, compiled once."""
+    folder = tmp_path_factory.mktemp("kfp")
+    overrides = folder / "cluster.yaml"
+    overrides.write_text(yaml.safe_dump({"kubeflow": {"object_store_secret": "vocdet-object-store"}}))
+    path = folder / "pipeline.yaml"
+    return (path, *compile_package(path, "--warm-start", "--epochs", "7", "--config", str(overrides)))
+
+
+def _executors(spec):
+    return json_format.ParseDict(
         json_format.MessageToDict(spec.deployment_spec), pipeline_spec_pb2.PipelineDeploymentConfig()
-    )
-    return {label: e.container for label, e in deployment.executors.items() if e.HasField("container")}
+    ).executors
 
 
-def _executor_label(spec, task):
-    return spec.components[spec.root.dag.tasks[task].component_ref.name].executor_label
+def _task_by_node(spec):
+    """TFX node id -> (task name, task spec); the display name is the node id."""
+    return {task.task_info.name: (name, task) for name, task in spec.root.dag.tasks.items()}
 
 
-def test_every_component_of_the_local_pipeline_is_a_task(compiled):
+def _executor_label(spec, task_name):
+    return spec.components[spec.root.dag.tasks[task_name].component_ref.name].executor_label
+
+
+def _node_ir(container):
+    args = list(container.args)
+    return json_format.Parse(args[args.index("--node-ir") + 1], tfx_pipeline_pb2.Pipeline())
+
+
+def test_every_executor_is_a_container_and_nothing_needs_a_kfp_driver_feature(compiled):
+    """KFP 2.x's backend runs no resolver executors, and OSS KFP never reads lifecycle hooks."""
+    _, spec, _, text = compiled
+    executors = _executors(spec)
+    assert executors and all(executor.WhichOneof("spec") == "container" for executor in executors.values())
+    assert "resolver" not in json.dumps(json_format.MessageToDict(spec.deployment_spec)).replace("_resolver", "")
+    assert "importer" not in text and "lifecycle" not in text and "preCacheCheck" not in text
+    for name, task in spec.root.dag.tasks.items():
+        assert not task.caching_options.enable_cache, name  # TFX's cache decides, in ML Metadata
+
+
+def test_one_task_per_tfx_node_wired_by_the_tfx_dag(compiled):
     _, spec, _, _ = compiled
-    tasks = set(spec.root.dag.tasks)
-    for component in ("FileBasedExampleGen", "StatisticsGen", "SchemaGen", "Transform", "Trainer", "CocoEvaluator",
-                      "ServingCheck", "Pusher"):
-        assert component in tasks
+    by_node = _task_by_node(spec)
+    assert set(by_node) == set(NODES)
+    executors = _executors(spec)
+    for node_id, (task_name, task) in by_node.items():
+        node = _node_ir(executors[_executor_label(spec, task_name)].container).nodes[0].pipeline_node
+        assert node.node_info.id == node_id
+        assert {by_node[upstream][0] for upstream in node.upstream_nodes} == set(task.dependent_tasks), node_id
     assert spec.pipeline_info.name == config_lib.voc_guide().pipeline_name
-    assert spec.schema_version == "2.1.0"
 
 
-def test_every_task_runs_the_image_with_tfx_entrypoint_and_resource_limits(compiled):
+def test_every_task_runs_the_node_entrypoint_in_the_image_against_kfp_metadata(compiled):
     _, spec, _, _ = compiled
-    kubeflow = config_lib.KubeflowConfig()
-    containers = _containers(spec)
-    assert len(containers) == 8
-    trainer = _executor_label(spec, "Trainer")
-    for label, container in containers.items():
-        assert container.image == IMAGE, label
-        assert list(container.command) == TFX_ENTRYPOINT, label
-        assert "--direct_running_mode=multi_processing" in container.args, label
-        assert {env.name: env.value for env in container.env}["GOOGLE_APPLICATION_CREDENTIALS"].startswith(
-            "/var/secrets/object-store/"
+    kubeflow_config = config_lib.KubeflowConfig()
+    by_node = _task_by_node(spec)
+    executors = _executors(spec)
+    for node_id, (task_name, _) in by_node.items():
+        container = executors[_executor_label(spec, task_name)].container
+        assert container.image == IMAGE, node_id
+        assert list(container.command) == kubeflow.NODE_COMMAND
+        args = list(container.args)
+        assert args[args.index("--run-id") + 1] == "{{$.pipeline_job_uuid}}"
+        assert args[args.index("--metadata-grpc-host") + 1] == kubeflow_config.metadata_grpc_host
+        assert args[args.index("--metadata-grpc-port") + 1] == str(kubeflow_config.metadata_grpc_port)
+        assert {env.name: env.value for env in container.env}["GOOGLE_APPLICATION_CREDENTIALS"] == (
+            "/var/secrets/object-store/key.json"
         )
-        if label == trainer:
-            assert container.resources.cpu_limit == kubeflow.trainer_cpu_limit
-            assert container.resources.memory_limit == kubeflow.trainer_memory_limit_gb
+        if node_id == "Trainer":
+            assert container.resources.cpu_limit == kubeflow_config.trainer_cpu_limit
+            assert container.resources.memory_limit == kubeflow_config.trainer_memory_limit_gb
             assert container.resources.accelerator.type == "nvidia.com/gpu"
-            assert container.resources.accelerator.count == kubeflow.trainer_gpus
+            assert container.resources.accelerator.count == kubeflow_config.trainer_gpus
         else:
-            assert container.resources.cpu_limit == kubeflow.cpu_limit, label
-            assert not container.resources.accelerator.type, label
+            assert container.resources.cpu_limit == kubeflow_config.cpu_limit, node_id
+            assert not container.resources.accelerator.type, node_id
 
 
-def test_kubernetes_platform_config_mounts_pvc_and_secret_and_pins_the_trainer_to_gpu_nodes(compiled):
+def test_kfp_kubernetes_mounts_pvc_and_secret_and_pins_the_trainer_to_gpu_nodes(compiled):
     _, spec, kubernetes, _ = compiled
-    kubeflow = config_lib.KubeflowConfig()
-    assert set(kubernetes) == set(_containers(spec))
-    trainer = _executor_label(spec, "Trainer")
+    kubeflow_config = config_lib.KubeflowConfig()
+    assert set(kubernetes) == set(_executors(spec))
+    trainer = _executor_label(spec, _task_by_node(spec)["Trainer"][0])
     for label, executor in kubernetes.items():
-        assert [(m.constant, m.mount_path) for m in executor.pvc_mount] == [(kubeflow.pvc_name, kubeflow.pvc_mount_path)]
-        assert [s.secret_name for s in executor.secret_as_volume] == [kubeflow.object_store_secret]
+        assert [(m.constant, m.mount_path) for m in executor.pvc_mount] == [
+            (kubeflow_config.pvc_name, kubeflow_config.pvc_mount_path)
+        ]
+        assert [s.secret_name for s in executor.secret_as_volume] == ["vocdet-object-store"]
         if label == trainer:
-            assert dict(executor.node_selector.labels) == kubeflow.gpu_node_selector
+            assert dict(executor.node_selector.labels) == kubeflow_config.gpu_node_selector
             assert [(t.key, t.operator, t.effect) for t in executor.tolerations] == [
                 ("nvidia.com/gpu", "Exists", "NoSchedule")
             ]
@@ -100,34 +136,48 @@ def test_kubernetes_platform_config_mounts_pvc_and_secret_and_pins_the_trainer_t
             assert not executor.node_selector.labels and not executor.tolerations, label
 
 
-def test_cluster_locations_are_parameters_or_config_not_local_paths(compiled):
+def test_data_root_is_a_run_parameter_and_settings_travel_in_the_node_ir(compiled):
     _, spec, _, text = compiled
     data_root = spec.root.input_definitions.parameters["data_root"]
     assert data_root.parameter_type == pipeline_spec_pb2.ParameterType.STRING
     assert data_root.default_value.string_value == config_lib.KubeflowConfig().data_root
-    assert spec.default_pipeline_root == PIPELINE_ROOT
-    # ExampleGen reads the runtime parameter, not a path fixed at compile time.
-    example_gen = spec.root.dag.tasks["FileBasedExampleGen"]
-    assert example_gen.inputs.parameters["input_base"].component_input_parameter == "data_root"
+    by_node = _task_by_node(spec)
+    task_name, example_gen = by_node["FileBasedExampleGen"]
+    assert example_gen.inputs.parameters["data_root"].component_input_parameter == "data_root"
+    args = list(_executors(spec)[_executor_label(spec, task_name)].container.args)
+    assert args[args.index("--parameter") + 1 : args.index("--parameter") + 3] == [
+        "data_root", "{{$.inputs.parameters['data_root']}}"
+    ]
     for local in (os.getcwd(), os.path.expanduser("~"), "/tmp/", "outputs/"):
         assert local not in text, local
-    # The training settings travel in the config the Trainer reads.
-    trainer_config = spec.root.dag.tasks["Trainer"].inputs.parameters["custom_config"].runtime_value.constant
-    assert '"epochs": 7' in trainer_config.string_value and '"warm_start": true' in trainer_config.string_value
-    assert '"serving_dir": "/mnt/vocdet/serving"' in trainer_config.string_value
+    trainer_ir = _node_ir(_executors(spec)[_executor_label(spec, by_node["Trainer"][0])].container)
+    assert trainer_ir.runtime_spec.pipeline_root.field_value.string_value == "/mnt/vocdet/pipeline_root"
+    custom_config = json.loads(
+        trainer_ir.nodes[0].pipeline_node.parameters.parameters["custom_config"].field_value.string_value
+    )
+    assert custom_config["train"]["epochs"] == 7 and custom_config["train"]["warm_start"] is True
+    assert custom_config["push"]["serving_dir"] == "/mnt/vocdet/serving"
 
 
-def test_warm_start_feeds_the_latest_blessed_model_to_the_trainer(compiled):
-    _, spec, _, _ = compiled
-    base_model = spec.root.dag.tasks["Trainer"].inputs.artifacts["base_model"].task_output_artifact
-    assert base_model.producer_task == "latest_blessed_model_resolver-model-resolver"
+def test_the_package_is_small_and_compile_says_how_small(tmp_path, capsys):
+    """Each task carries its own node's IR, so the file grows with the IR once (Argo's etcd limit: ~1.5 MB)."""
+    overrides = tmp_path / "spans.yaml"
+    overrides.write_text(yaml.safe_dump({"data": {"train_on_last_spans": 2}}))
+    path = tmp_path / "spans.yaml.out.yaml"
+    spec, _, text = compile_package(path, "--spans", "--warm-start", "--config", str(overrides))
+    assert "training_spans_resolver" in {task.task_info.name for task in spec.root.dag.tasks.values()}
+    size = os.path.getsize(path)
+    assert size < 500 * 1024
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert re.search(rf"\({len(spec.root.dag.tasks)} tasks, {size / 1024:.0f} KiB;", line), line
 
 
 def test_compile_errors_are_one_line(tmp_path, capsys):
-    assert cli.main(["compile", "--pipeline-root", PIPELINE_ROOT, "--out", str(tmp_path / "p.yaml")]) == 2
+    assert cli.main(["compile", "--out", str(tmp_path / "p.yaml")]) == 2
+    assert cli.main(["compile", "--image", IMAGE, "--pipeline-root", "s3://bucket/root", "--out", str(tmp_path / "p.yaml")]) == 2
     assert cli.main(["compile", "--image", IMAGE, "--pipeline-root", "/data/root", "--out", str(tmp_path / "p.yaml")]) == 2
     errors = capsys.readouterr().err.strip().splitlines()
-    assert len(errors) == 2 and "--image" in errors[0] and "gs://" in errors[1]
+    assert len(errors) == 3 and "--image" in errors[0] and "gs://" in errors[1] and "PVC" in errors[2]
 
 
 @pytest.fixture
@@ -148,7 +198,7 @@ def test_submit_uploads_the_pipeline_and_starts_a_run(compiled, kfp_api, capsys)
     version = kfp_api.calls("POST", "/apis/v2beta1/pipelines/upload_version")
     assert len(upload) == 1 and upload[0].query["name"] == ["vocdet"]
     assert len(version) == 1 and version[0].query["pipelineid"] == ["pipeline-1"]
-    assert b"defaultPipelineRoot: " + PIPELINE_ROOT.encode() in version[0].body  # the compiled spec itself
+    assert b"pipeline.kubeflow_node" in version[0].body  # the compiled package itself
     (run,) = kfp_api.calls("POST", "/apis/v2beta1/runs")
     body = run.json()
     assert body["pipeline_version_reference"] == {"pipeline_id": "pipeline-1", "pipeline_version_id": "version-1"}

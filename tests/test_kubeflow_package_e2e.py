@@ -1,0 +1,150 @@
+"""The compiled Kubeflow package, run: `vocdet run --package` executes each task's own command and
+arguments from the YAML, in dependency order, each as its own process, against a local ML Metadata
+store, with the PVC mount as a local folder. Assertions are read from ML Metadata."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from ml_metadata.metadata_store import metadata_store
+from tfx.orchestration import metadata
+
+from pipeline import cli, kubeflow_node, local_runner, package_runner
+from tests.test_pipeline_e2e import _LOAD_AND_PREDICT
+
+IMAGE = "registry.example.com/vocdet:test"
+# A few training steps: what is proven here is the orchestration, not the learning.
+TINY = {
+    "model": {"eval_confidence_threshold": 0.0},
+    "train": {"epochs": 1, "steps_per_epoch": 2, "batch_size_per_replica": 4},
+    "eval": {"blessing_threshold": 0.0},
+}
+RESOLVERS = ("latest_blessed_model_resolver", "baseline_model_resolver", "training_spans_resolver")
+
+
+def _compile(folder, overrides, *flags) -> str:
+    config = folder / "config.yaml"
+    config.write_text(yaml.safe_dump(overrides))
+    path = folder / "pipeline.yaml"
+    assert cli.main(["compile", "--preset", "demo", "--config", str(config), "--image", IMAGE, "--out", str(path),
+                     *flags]) == 0
+    return str(path)
+
+
+def _run(package: str, data: str, output: str) -> tuple[str, float]:
+    """(run id, seconds) of one `vocdet run --package`; the run id is read from ML Metadata."""
+    started = time.time()
+    assert cli.main(["run", "--package", package, "--data", data, "--output", output]) == 0
+    seconds = time.time() - started
+    runs = _store(output).get_contexts_by_type("pipeline_run")
+    return max(runs, key=lambda context: context.id).name, seconds
+
+
+def _store(output: str):
+    return metadata_store.MetadataStore(
+        metadata.sqlite_metadata_connection_config(os.path.join(output, "metadata.sqlite"))
+    )
+
+
+def _states(output: str, package: str, run_id: str) -> dict[str, str]:
+    """Node id -> its execution state in run `run_id`, from ML Metadata."""
+    store = _store(output)
+    nodes = [task.task_info.name for task in package_runner.Package.read(package).spec.root.dag.tasks.values()]
+    return {node: kubeflow_node.node_state(store, "vocdet", node, run_id) for node in nodes}
+
+
+def _inputs(store, run_id: str, node_id: str, event_type=None) -> dict[str, list]:
+    """Input (or `event_type`) key -> artefacts of the node's execution in `run_id`."""
+    from ml_metadata.proto import metadata_store_pb2
+
+    event_type = event_type or metadata_store_pb2.Event.INPUT
+    run = store.get_context_by_type_and_name("pipeline_run", run_id)
+    node = store.get_context_by_type_and_name("node", f"vocdet.{node_id}")
+    in_run = {execution.id for execution in store.get_executions_by_context(run.id)}
+    (execution,) = [e for e in store.get_executions_by_context(node.id) if e.id in in_run]
+    inputs: dict[str, list] = {}
+    for event in store.get_events_by_execution_ids([execution.id]):
+        if event.type == event_type:
+            inputs.setdefault(event.path.steps[0].key, []).extend(store.get_artifacts_by_id([event.artifact_id]))
+    return inputs
+
+
+@pytest.fixture(scope="module")
+def demo_package_runs(small_voc_root, tmp_path_factory):
+    """A demo-preset package compiled and run twice, nothing changed: (package, output, first, second)."""
+    folder = tmp_path_factory.mktemp("package")
+    package = _compile(folder, TINY)
+    output = str(folder / "output")
+    first = _run(package, small_voc_root, output)
+    second = _run(package, small_voc_root, output)
+    print(f"\npackage run: {first[1]:.0f}s; rerun with nothing changed: {second[1]:.0f}s")
+    return package, output, first, second
+
+
+@pytest.mark.e2e
+def test_a_compiled_package_runs_to_a_pushed_model_that_loads_in_a_fresh_process(demo_package_runs, small_voc_root):
+    package, output, (run_id, _), _ = demo_package_runs
+    states = _states(output, package, run_id)
+    assert set(states.values()) == {"COMPLETE"}, states
+    summary = local_runner.summarize_metadata(os.path.join(output, "metadata.sqlite"))
+    assert summary.blessed and summary.num_eval_images == 16
+    # Every artefact is on the stand-in PVC, where the package's paths put it.
+    volume = os.path.join(os.path.abspath(output), "volumes", "vocdet-data")
+    assert summary.pushed_model_dir.startswith(os.path.join(volume, "serving", "vocdet") + os.sep)
+    assert all(a.uri.startswith(volume) for a in _store(output).get_artifacts())
+    image_path = os.path.join(small_voc_root, "VOC2007", "JPEGImages", "000001.jpg")
+    completed = subprocess.run(
+        [sys.executable, "-c", _LOAD_AND_PREDICT, summary.pushed_model_dir, image_path],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )  # fmt: skip
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["decoded_images_signature_agrees"] and result["num_detections"] > 0
+
+
+@pytest.mark.e2e
+def test_a_rerun_with_nothing_changed_is_served_from_tfx_cache(demo_package_runs):
+    package, output, (first_run, _), (second_run, _) = demo_package_runs
+    states = _states(output, package, second_run)
+    assert {node: state for node, state in states.items() if node not in RESOLVERS} == {
+        node: "CACHED" for node in states if node not in RESOLVERS
+    }, states
+    # One pushed version: the cached Pusher pushed nothing again.
+    store = _store(output)
+    pushed = [a for a in store.get_artifacts_by_type("PushedModel")]
+    assert len({a.custom_properties["pushed_destination"].string_value for a in pushed}) == 1
+    assert first_run != second_run
+
+
+@pytest.mark.e2e
+def test_a_scheduled_run_on_a_new_span_trains_on_both_and_starts_from_the_blessed_model(small_voc_root, tmp_path):
+    """Run 1 ingests span 1; span 2 arrives; run 2 of the same package ingests span 2, trains on spans 1
+    and 2 (train_on_last_spans: 2), warm-starts from run 1's blessed model and compares with it."""
+    root = tmp_path / "drops"
+    shutil.copytree(os.path.join(small_voc_root, "VOC2007"), root / "span-1" / "VOC2007")
+    package = _compile(tmp_path, {**TINY, "data": {"train_on_last_spans": 2}}, "--spans", "--warm-start")
+    output = str(tmp_path / "output")
+    first_run, first_seconds = _run(package, str(root), output)
+    store = _store(output)
+    first_inputs = _inputs(store, first_run, "Trainer")
+    assert "base_model" not in first_inputs  # nothing blessed yet: trained from the backbone weights
+    (first_model,) = [a for a in store.get_artifacts_by_type("Model")]
+
+    shutil.copytree(root / "span-1", root / "span-2")
+    second_run, second_seconds = _run(package, str(root), output)
+    print(f"\nspan runs: {first_seconds:.0f}s, {second_seconds:.0f}s")
+    from ml_metadata.proto import metadata_store_pb2
+
+    (ingested,) = _inputs(store, second_run, "FileBasedExampleGen", metadata_store_pb2.Event.OUTPUT)["examples"]
+    assert ingested.custom_properties["span"].int_value == 2
+    transformed = _inputs(store, second_run, "Transform")["examples"]
+    assert sorted(a.custom_properties["span"].int_value for a in transformed) == [1, 2]
+    trainer = _inputs(store, second_run, "Trainer")
+    assert len(trainer["examples"]) == 2  # Transform's output for each span
+    assert [a.id for a in trainer["base_model"]] == [first_model.id]
+    assert [a.id for a in _inputs(store, second_run, "CocoEvaluator")["baseline_model"]] == [first_model.id]
