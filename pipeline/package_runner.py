@@ -243,6 +243,5 @@ def local_data_root(package: Package, output_dir: str, data_dirs: list[str], par
         sample_dir = os.path.join(output_dir, "sample-data")
         sample_data.make_sample(sample_dir, sample_data.SampleSpec())
         data_layout.make_data_root([sample_dir], root)
-        progress_note = f"vocdet: the generated sample in {root} stands for the PVC's {default}"
-        print(progress_note, flush=True)
+        print(f"vocdet: the generated sample in {root} stands for the PVC's {default}", flush=True)
     return root

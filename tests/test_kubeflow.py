@@ -73,8 +73,7 @@ def test_every_executor_is_a_container_and_nothing_needs_a_kfp_driver_feature(co
     _, spec, _, text = compiled
     executors = _executors(spec)
     assert executors and all(executor.WhichOneof("spec") == "container" for executor in executors.values())
-    assert "resolver" not in json.dumps(json_format.MessageToDict(spec.deployment_spec)).replace("_resolver", "")
-    assert "importer" not in text and "lifecycle" not in text and "preCacheCheck" not in text
+    assert "lifecycle" not in text and "preCacheCheck" not in text
     for name, task in spec.root.dag.tasks.items():
         assert not task.caching_options.enable_cache, name  # TFX's cache decides, in ML Metadata
 
