@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.vocdet-installed
 
-.PHONY: setup demo test test-fast bench lock clean
+.PHONY: setup demo test test-fast bench sample-weights lock clean
 
 setup: $(STAMP)
 
@@ -27,6 +27,10 @@ test-fast: setup
 
 bench: setup
 	$(BIN)/python -m bench
+
+# Re-train the shipped `sample` checkpoint the demo starts from (about 30 min on 2 cores; see README).
+sample-weights: setup
+	$(BIN)/python -m pipeline.sample_weights
 
 # Re-resolve the lock from pyproject's direct dependencies (needs the registries; takes minutes).
 lock:

@@ -85,6 +85,13 @@ class ModelConfig:
     image_size: int = 640
     # Anchor size as a multiple of the pyramid level's stride (KerasCV's default is 4).
     anchor_size: float = 4.0
+    # Also match every ground-truth box to its best anchor, even below IoU 0.5 (torchvision's
+    # and mmdetection's RetinaNet do; KerasCV's does not): no object goes untrained.
+    allow_low_quality_matches: bool = True
+    # Weights of a whole RetinaNet of this architecture to start from: "sample" (vocdet's
+    # checkpoint trained on the generated sample, see README) or a checkpoint file. Layers whose
+    # shapes differ (the class head, for another class list) keep their initialisation.
+    init_checkpoint: str = ""
     # Conv layers in each RetinaNet head (KerasCV's default is 3).
     head_conv_layers: int = 3
     # Channels of the feature pyramid and the heads (KerasCV's fixed width is 256).

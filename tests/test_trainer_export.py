@@ -81,3 +81,18 @@ def test_exported_model_puts_boxes_on_the_objects_it_learned(pipeline_run, tmp_p
         ious = keras_cv.bounding_box.compute_iou(np.array([box], np.float32), predicted, "xywh").numpy()[0]
         best = max((ious[j] for j in same_class), default=0.0)
         assert best >= 0.5, (class_name, box.tolist(), result)
+
+
+def test_degenerate_detections_never_leave_the_serving_signature():
+    import tensorflow as tf
+
+    from components.trainer.serving import drop_degenerate_detections
+
+    boxes = tf.constant([[[0.0, 472.0, 0.0, 472.0], [10.0, 10.0, 50.0, 40.0], [5.0, 5.0, 5.5, 30.0], [0, 0, 0, 0]]])
+    scores = tf.constant([[0.9, 0.8, 0.7, 0.0]])
+    classes = tf.constant([[2, 7, 3, -1]])
+    kept = drop_degenerate_detections(boxes, scores, classes)
+    assert kept["num_detections"].numpy().tolist() == [1]
+    assert kept["detection_boxes"][0, 0].numpy().tolist() == [10.0, 10.0, 50.0, 40.0]
+    assert kept["detection_scores"][0].numpy().tolist() == pytest.approx([0.8, 0.0, 0.0, 0.0])
+    assert kept["detection_classes"].numpy().tolist() == [[7, -1, -1, -1]]

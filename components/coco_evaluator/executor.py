@@ -75,6 +75,7 @@ class Executor(base_executor.BaseExecutor):
             decision=decision.to_dict(),
             baseline_metrics=baseline_metrics,
             gallery=evaluation.gallery(images, detections, class_names, config.model.display_confidence_threshold),
+            gallery_min_score=config.model.display_confidence_threshold,
         )
         _write_json(os.path.join(evaluation_artifact.uri, BLESSING_FILE), decision.to_dict())
         # Object stores have no folders; a local or PVC pipeline root needs this one made.

@@ -2,9 +2,11 @@
 
 - `metrics.json`: every number (COCO's 12, VOC mAP50 both ways, per class);
 - `report.md`: the headline numbers, the blessing decision and the per-class table;
-- `pr_curves.png`: VOC precision-recall curve (IoU 0.5) for every class;
-- `gallery.png`: eval images with ground truth (green) and predictions (red,
-  with class name and score) drawn, the guide's `plot_bounding_box_gallery` view.
+- `pr_curves.png`: VOC precision-recall curve (IoU 0.5) for every class, its AP
+  in the panel's title, and "no detections" / "no objects" on empty panels;
+- `gallery.png`: eval images with ground truth (green, class name) and the
+  predictions at the display threshold (red, class name and score), under a
+  legend: the guide's `plot_bounding_box_gallery` view.
 """
 
 from __future__ import annotations
@@ -53,15 +55,16 @@ def write_report(
     decision: dict | None = None,
     baseline_metrics: dict | None = None,
     gallery: list[GalleryImage] | None = None,
+    gallery_min_score: float = 0.5,
 ) -> None:
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, METRICS_FILE), "w") as handle:
         json.dump({"num_images": num_images, **scores, "baseline_metrics": baseline_metrics}, handle, indent=2, sort_keys=True)
     with open(os.path.join(directory, REPORT_FILE), "w") as handle:
         handle.write(markdown(scores, num_images, decision, baseline_metrics, has_gallery=bool(gallery)))
-    plot_pr_curves(curves, os.path.join(directory, PR_CURVES_FILE))
+    plot_pr_curves(curves, scores["per_class"], os.path.join(directory, PR_CURVES_FILE))
     if gallery:
-        draw_gallery(gallery, os.path.join(directory, GALLERY_FILE))
+        draw_gallery(gallery, os.path.join(directory, GALLERY_FILE), min_score=gallery_min_score)
 
 
 def markdown(scores: dict, num_images: int, decision: dict | None, baseline: dict | None, has_gallery: bool) -> str:
@@ -93,13 +96,14 @@ def markdown(scores: dict, num_images: int, decision: dict | None, baseline: dic
     return "\n".join(lines)
 
 
-def plot_pr_curves(curves: dict, path: str) -> None:
+def plot_pr_curves(curves: dict, per_class: dict, path: str) -> None:
+    """One panel per class: raw and interpolated precision over recall at IoU 0.5, AP in the title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = list(curves) or ["(no objects)"]
+    names = list(per_class) or list(curves) or ["(no objects)"]
     columns = min(5, len(names))
     rows = math.ceil(len(names) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3 * columns, 2.6 * rows), squeeze=False)
@@ -107,27 +111,37 @@ def plot_pr_curves(curves: dict, path: str) -> None:
         axis.axis("off")
     for axis, name in zip(axes.flat, names):
         recall, precision = curves.get(name, (np.zeros(0), np.zeros(0)))
+        row = per_class.get(name, {})
         if len(recall):
             envelope = np.maximum.accumulate(precision[::-1])[::-1]
-            axis.plot(recall, precision, color="#bbbbbb", linewidth=0.8)
-            axis.step(recall, envelope, where="post", color="#4477aa", linewidth=1.5)
+            axis.plot(recall, precision, color="#bbbbbb", linewidth=0.8, label="precision")
+            axis.step(recall, envelope, where="post", color="#4477aa", linewidth=1.5, label="interpolated (VOC)")
+        else:
+            empty = "no objects" if row.get("objects", 1) == 0 else "no detections"
+            axis.text(0.5, 0.5, empty, ha="center", va="center", fontsize=9, color="#aa3333", transform=axis.transAxes)
         axis.set_xlim(0, 1)
         axis.set_ylim(0, 1.02)
-        axis.set_title(name, fontsize=9)
+        ap = row.get("voc_AP50_area", -1)
+        axis.set_title(f"{name}  AP50 {ap:.2f}" if ap >= 0 else name, fontsize=9)
         axis.tick_params(labelsize=7)
+    handles = [matplotlib.lines.Line2D([], [], color="#bbbbbb", linewidth=0.8),
+               matplotlib.lines.Line2D([], [], color="#4477aa", linewidth=1.5)]
+    figure.legend(handles, ["precision", "interpolated precision (VOC, area = AP50)"], loc="upper center",
+                  ncol=2, fontsize=8, frameon=False)
     figure.supxlabel("recall (IoU 0.5)", fontsize=9)
     figure.supylabel("precision", fontsize=9)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.35 / figure.get_figheight()))
     figure.savefig(path, dpi=80)
     plt.close(figure)
 
 
-def draw_gallery(images: list[GalleryImage], path: str, tile: int = 320, columns: int = 3) -> None:
+def draw_gallery(images: list[GalleryImage], path: str, min_score: float, tile: int = 320, columns: int = 3) -> None:
     tiles = []
     for item in images:
         image = visualization.open_image(item.encoded)
         tiles.append(visualization.draw_boxes(image, item.truth, item.predictions, scale=tile / max(image.size)))
-    visualization.contact_sheet(tiles, tile=tile, columns=columns).save(path)
+    sheet = visualization.contact_sheet(tiles, tile=tile, columns=columns)
+    visualization.legend(sheet, min_score).save(path)
 
 
 def _cell(value: float) -> str:

@@ -86,6 +86,35 @@ def anchor_generator(bounding_box_format: str, anchor_size: float) -> keras_cv.l
     )
 
 
+def label_encoder(model_config) -> keras_cv.models.retinanet.LabelEncoder:
+    """KerasCV's RetinaNet label encoder on our anchors, with low-quality matches when configured."""
+    anchors = anchor_generator(model_config.bounding_box_format, model_config.anchor_size)
+    if model_config.allow_low_quality_matches:
+        return LowQualityMatchingLabelEncoder(bounding_box_format=model_config.bounding_box_format, anchor_generator=anchors)
+    return keras_cv.models.retinanet.LabelEncoder(bounding_box_format=model_config.bounding_box_format, anchor_generator=anchors)
+
+
+class LowQualityMatchingLabelEncoder(keras_cv.models.retinanet.LabelEncoder):
+    """KerasCV's RetinaNet label encoder that also gives every ground-truth box its best anchor.
+
+    An object whose best anchor overlaps it by less than the positive IoU (0.5) gets no positive
+    anchor in KerasCV's encoder and never trains: on a 256 px input with anchor_size 2, one box
+    in five (small objects, and boxes between two anchor positions of a coarse level).
+    torchvision's RetinaNet (`Matcher(allow_low_quality_matches=True)`) and mmdetection's
+    (`MaxIoUAssigner(min_pos_iou=0)`) match each box to its best anchor as well. KerasCV's
+    BoxMatcher does this (`force_match_for_each_col`); its label encoder does not expose it.
+    Padded boxes (class -1) matched this way stay background: they carry the background class.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.box_matcher = keras_cv.layers.BoxMatcher(
+            thresholds=[self.negative_threshold, self.positive_threshold],
+            match_values=[-1, -2, 1],
+            force_match_for_each_col=True,
+        )
+
+
 @keras.saving.register_keras_serializable(package="vocdet")
 class NarrowFeaturePyramid(FeaturePyramid):
     """KerasCV RetinaNet's feature pyramid (P3-P7), `filters` channels wide instead of 256.
@@ -230,7 +259,7 @@ def build_retinanet(model_config, num_classes: int) -> RetinaNet:
         num_classes=num_classes,
         bounding_box_format=model_config.bounding_box_format,
         backbone=backbone,
-        anchor_generator=anchor_generator(model_config.bounding_box_format, model_config.anchor_size),
+        label_encoder=label_encoder(model_config),
         # KerasCV's pyramid and heads, optionally narrower and shallower: most of a small
         # RetinaNet's compute is here.
         feature_pyramid=NarrowFeaturePyramid(filters=model_config.pyramid_filters),

@@ -15,6 +15,7 @@ import tensorflow_transform as tft
 
 from components.trainer import (
     callbacks as callbacks_lib,
+    checkpoint,
     data_profile,
     distribution,
     input_pipeline,
@@ -53,8 +54,9 @@ def run_fn(fn_args) -> None:
 
     with strategy.scope():
         model = model_lib.build_retinanet(config.model, num_classes=len(config.data.class_names))
-        if config.train.warm_start:
-            warm_start.restore(model, fn_args.base_model)
+        warm_started = config.train.warm_start and warm_start.restore(model, fn_args.base_model)
+        if not warm_started and config.model.init_checkpoint:
+            checkpoint.restore(model, config.model.init_checkpoint, config.model)
         model_lib.compile_retinanet(model, config.train, global_batch_size, total_steps)
 
     _check_anchor_fit(model, fn_args.train_files, tf_transform_output, config)
@@ -115,12 +117,22 @@ def _check_anchor_fit(model, train_files, tf_transform_output, config) -> None:
         train_files, tf_transform_output, config.model, config.train, config.train.batch_size_per_replica, training=True
     )
     rate = data_profile.anchor_match_rate(model, sample)
+    if config.model.allow_low_quality_matches:
+        # Every box trains: those below the IoU on their best anchor.
+        _logger.info(
+            "%.1f%% of training boxes have an anchor at IoU >= %.2f; the others train on their best anchor "
+            "(model.allow_low_quality_matches)",
+            100 * rate,
+            model.label_encoder.positive_threshold,
+        )
+        return
     log = _logger.warning if rate < MIN_ANCHOR_MATCH_RATE else _logger.info
     log(
         "%.1f%% of training boxes are matched by an anchor at IoU >= %.2f%s",
         100 * rate,
         model.label_encoder.positive_threshold,
-        "; the anchors do not fit the data (see the dataset profile; model.anchor_size)"
+        "; the anchors do not fit the data (see the dataset profile; model.anchor_size, "
+        "model.allow_low_quality_matches)"
         if rate < MIN_ANCHOR_MATCH_RATE
         else "",
     )

@@ -19,6 +19,9 @@ image's own pixel coordinates:
 
 The decoder's confidence threshold is the low evaluation one, so the
 Evaluator sees the whole precision-recall curve; display tools filter higher.
+Detections less than a pixel wide or high once clipped to the image (a
+box that lies outside it, or a degenerate one) are dropped here, so no client,
+gallery or `vocdet predict` ever sees them.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ import tensorflow as tf
 
 from components import features
 from components.trainer import input_pipeline
+
+# Detections thinner than this in the image's own pixels, once clipped to it, are dropped.
+MIN_BOX_SIDE_PX = 1.0
 
 SERVING_SIGNATURE = "serving_default"
 DECODED_IMAGES_SIGNATURE = "serving_images"
@@ -83,16 +89,14 @@ class DetectionModule(tf.Module):
         boxes = boxes / scale[:, None, None]
         limits = tf.stack([widths, heights, widths, heights], axis=-1)[:, None, :]
         boxes = tf.clip_by_value(boxes, 0.0, limits)
-        classes = tf.cast(decoded["classes"], tf.int32)
-        valid = classes >= 0
-        names = tf.where(valid, tf.gather(self._class_names, tf.maximum(classes, 0)), "")
-        return {
-            "detection_boxes": tf.where(valid[..., None], boxes, 0.0),
-            "detection_scores": tf.where(valid, tf.cast(decoded["confidence"], tf.float32), 0.0),
-            "detection_classes": classes,
-            "detection_class_names": names,
-            "num_detections": tf.cast(decoded["num_detections"], tf.int32),
-        }
+        detections = drop_degenerate_detections(
+            boxes, tf.cast(decoded["confidence"], tf.float32), tf.cast(decoded["classes"], tf.int32)
+        )
+        valid = detections["detection_classes"] >= 0
+        detections["detection_class_names"] = tf.where(
+            valid, tf.gather(self._class_names, tf.maximum(detections["detection_classes"], 0)), ""
+        )
+        return detections
 
     def _raw_features_without_annotations(self, images):
         """A complete raw batch: the images, and every other raw feature empty.
@@ -119,6 +123,23 @@ class DetectionModule(tf.Module):
         image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
         shape = tf.cast(tf.shape(image)[:2], tf.float32)
         return self._resizing(tf.cast(image, tf.float32)), shape
+
+
+def drop_degenerate_detections(boxes, scores, classes) -> dict:
+    """Padding and boxes thinner than MIN_BOX_SIDE_PX removed; kept detections first, in score order.
+
+    `boxes` are pixel xyxy [batch, n, 4], clipped to the image; padding has class -1.
+    """
+    sides = tf.minimum(boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1])
+    valid = (classes >= 0) & (sides >= MIN_BOX_SIDE_PX)
+    order = tf.argsort(tf.cast(valid, tf.int32), axis=1, direction="DESCENDING", stable=True)
+    boxes, scores, classes, valid = (tf.gather(t, order, batch_dims=1) for t in (boxes, scores, classes, valid))
+    return {
+        "detection_boxes": tf.where(valid[..., None], boxes, 0.0),
+        "detection_scores": tf.where(valid, scores, 0.0),
+        "detection_classes": tf.where(valid, classes, -1),
+        "num_detections": tf.reduce_sum(tf.cast(valid, tf.int32), axis=1),
+    }
 
 
 def export_serving_model(model, tf_transform_output, model_config, class_names: list[str], export_dir: str) -> None:
