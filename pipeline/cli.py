@@ -127,6 +127,14 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", default="evaluation", help="where metrics.json, report.md and the PR curves go")
     evaluate.set_defaults(handler=_evaluate)
 
+    weights = commands.add_parser(
+        "backbone-weights", help="write a KerasCV ImageNet backbone as a local weights file (needs the network)"
+    )
+    weights.add_argument("preset", help="KerasCV preset: resnet50_imagenet or csp_darknet_tiny_imagenet")
+    weights.add_argument("--out", required=True, help="the weights file to write (.weights.h5), for --backbone-weights")
+    weights.add_argument("--verbose", action="store_true", help="show the traceback of an error")
+    weights.set_defaults(handler=_backbone_weights)
+
     predict = commands.add_parser("predict", help="run a pushed model on images; draw and list the detections")
     predict.add_argument("--model", required=True, help="SavedModel folder, or serving base folder (newest version)")
     predict.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
@@ -466,6 +474,18 @@ def _predict(args: argparse.Namespace) -> int:
         picture, _ = predict.write_outputs(image, detections, args.out, os.path.splitext(os.path.basename(path))[0])
         print(f"{path}: {len(detections)} detections -> {picture}")
     return 1 if failures else 0
+
+
+def _backbone_weights(args: argparse.Namespace) -> int:
+    from pipeline import backbone_weights
+
+    _quiet_logging(verbose=args.verbose)
+    try:
+        backbone = backbone_weights.write_backbone_weights(args.preset, args.out)
+    except backbone_weights.DownloadError as error:
+        raise UsageError(str(error)) from None
+    print(f"vocdet backbone-weights: {args.out} ({args.preset}); train with --backbone {backbone} --backbone-weights {args.out}")
+    return 0
 
 
 def _quiet_logging(verbose: bool) -> None:
