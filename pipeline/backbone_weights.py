@@ -9,8 +9,11 @@ weights, so the file loads exactly where the Trainer loads it.
 
 from __future__ import annotations
 
-# KerasCV's ImageNet presets -> the vocdet backbone with the same architecture.
-PRESETS = {"resnet50_imagenet": "resnet50", "csp_darknet_tiny_imagenet": "csp_darknet_tiny"}
+# KerasCV's ImageNet presets -> (their KerasCV backbone class, the vocdet backbone of that architecture).
+PRESETS = {
+    "resnet50_imagenet": ("ResNetBackbone", "resnet50"),
+    "csp_darknet_tiny_imagenet": ("CSPDarkNetBackbone", "csp_darknet_tiny"),
+}
 
 
 class DownloadError(Exception):
@@ -27,17 +30,18 @@ def write_backbone_weights(preset: str, out: str) -> str:
 
     from components.trainer import model as model_lib
 
+    keras_cv_class, name = PRESETS[preset]
     try:
-        pretrained = keras_cv.models.Backbone.from_preset(preset)
+        pretrained = getattr(keras_cv.models, keras_cv_class).from_preset(preset)
     except Exception as error:  # the hub client raises its own, urllib's and socket's errors
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise DownloadError(f"cannot download KerasCV preset {preset!r}; this command needs the network ({reason})") from None
-    backbone = model_lib.build_backbone(PRESETS[preset])
+    backbone = model_lib.build_backbone(name)
     if len(pretrained.weights) != len(backbone.weights):
-        raise ValueError(f"preset {preset!r} has {len(pretrained.weights)} weights, vocdet's {PRESETS[preset]} {len(backbone.weights)}")
+        raise ValueError(f"preset {preset!r} has {len(pretrained.weights)} weights, vocdet's {name} {len(backbone.weights)}")
     for source, target in zip(pretrained.weights, backbone.weights):
         if tuple(source.shape) != tuple(target.shape):
             raise ValueError(f"preset {preset!r}: {source.path} {tuple(source.shape)} does not fit {target.path} {tuple(target.shape)}")
         target.assign(source)
     backbone.save_weights(out)
-    return PRESETS[preset]
+    return name
