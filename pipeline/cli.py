@@ -7,7 +7,9 @@ field (table `CONFIG_FLAGS`), applied after the preset and the YAML file.
 from __future__ import annotations
 
 import argparse
+import difflib
 import glob
+import importlib.metadata
 import logging
 import os
 import re
@@ -49,9 +51,31 @@ class UsageError(Exception):
     """A problem with what the user asked for: printed as one line, exit code 2."""
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """Shows an option's default in its help, where it has a meaningful one."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        if action.option_strings and action.default not in (None, False, argparse.SUPPRESS) and "default" not in help_text:
+            help_text += " (default: %(default)s)"
+        return help_text
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every vocdet parser: no prefix matching (--epoch is not --epochs), defaults shown in --help."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_abbrev=False, formatter_class=_HelpFormatter, **kwargs)
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        _unrecognized(parser, args, unknown)
     try:
         return args.handler(args)
     except (UsageError, data_layout.DataLayoutError, ValueError, FileNotFoundError) as error:
@@ -61,14 +85,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def _unrecognized(parser: argparse.ArgumentParser, args: argparse.Namespace, unknown: list[str]) -> None:
+    """argparse's error for unknown options, naming the closest option of the command (no abbreviations)."""
+    command = parser._subparsers._group_actions[0].choices[args.command]  # noqa: SLF001 (argparse keeps them there)
+    options = [option for action in command._actions for option in action.option_strings]  # noqa: SLF001
+    message = f"unrecognized arguments: {' '.join(unknown)}"
+    close = difflib.get_close_matches(unknown[0].split("=")[0], options, n=1)
+    command.error(message + (f" (did you mean {close[0]}?)" if close else ""))
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vocdet", description="Train and serve a KerasCV RetinaNet on VOC-format data with TFX.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="vocdet", description="Train and serve a KerasCV RetinaNet on VOC-format data with TFX.")
+    parser.add_argument("--version", action="version", version=f"vocdet {importlib.metadata.version('vocdet')}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     sample = commands.add_parser("make-sample", help="write the generated VOC-format sample dataset")
-    sample.add_argument("directory")
-    sample.add_argument("--num-images", type=int, default=sample_data.SampleSpec.num_images)
-    sample.add_argument("--seed", type=int, default=sample_data.SampleSpec.seed)
+    sample.add_argument("directory", help="where VOC<year>/ is written")
+    sample.add_argument("--num-images", type=int, default=sample_data.SampleSpec.num_images, help="images to draw")
+    sample.add_argument("--seed", type=int, default=sample_data.SampleSpec.seed, help="the draw: equal seeds, equal images")
     sample.set_defaults(handler=_make_sample)
 
     run = commands.add_parser("run", help="run the whole pipeline locally")
@@ -80,7 +114,7 @@ def _parser() -> argparse.ArgumentParser:
         help="run a compiled Kubeflow package (vocdet compile) here instead: its tasks' own commands, in order, "
         "with a local ML Metadata store and <output>/volumes/ as its PVC; --data gives its data_root",
     )
-    run.add_argument("--preset", choices=sorted(config_lib.PRESETS), default="demo")
+    run.add_argument("--preset", choices=sorted(config_lib.PRESETS), default="demo", help="the named configuration to start from")
     run.add_argument("--config", help="YAML file of config overrides, applied after the preset")
     run.add_argument("--strict", action="store_true", help="fail on any rejected record instead of reporting it")
     run.add_argument("--freeze-backbone", action="store_true", help="train only the FPN and heads (as the guide)")
@@ -89,14 +123,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-cache", action="store_true", help="re-run every component")
     run.add_argument("--verbose", action="store_true", help="show every TFX and Beam log line")
-    _add_config_flags(run)
+    _add_config_flags(run, "demo")
     run.set_defaults(handler=_run)
 
     ingest = commands.add_parser("ingest", help="run ExampleGen alone and report what was read, repaired and rejected")
     _add_data_flags(ingest)
     ingest.add_argument("--output", required=True, help="where the examples and the rejection report go")
     ingest.add_argument("--strict", action="store_true", help="fail on any rejected record")
-    ingest.add_argument("--preset", choices=sorted(config_lib.PRESETS), default="demo")
+    ingest.add_argument("--preset", choices=sorted(config_lib.PRESETS), default="demo", help="the named configuration to start from")
     ingest.add_argument("--config", help="YAML file of config overrides")
     ingest.add_argument("--verbose", action="store_true", help="show every TFX and Beam log line")
     ingest.set_defaults(handler=_ingest)
@@ -157,20 +191,21 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--labels", help="class names, one a line in id order (default: config data.class_names)")
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    defaults = config_lib.PipelineConfig()
+def _add_config_flags(parser: argparse.ArgumentParser, preset: str) -> None:
+    defaults = config_lib.PRESETS[preset]()
     for flag, (section, field) in CONFIG_FLAGS.items():
-        field_type = type(getattr(getattr(defaults, section), field))
+        value = getattr(getattr(defaults, section), field)
+        field_type = type(value)
         parser.add_argument(
             f"--{flag}",
             type=field_type if field_type in (int, float) else str,
-            help=f"config {section}.{field}",
+            help=f"config {section}.{field} ({preset} preset: {value!r})",
         )
 
 
 def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
     """compile, submit and schedule: the pipeline as configured, bound to a cluster."""
-    parser.add_argument("--preset", choices=sorted(config_lib.PRESETS), default="voc_guide")
+    parser.add_argument("--preset", choices=sorted(config_lib.PRESETS), default="voc_guide", help="the named configuration to start from")
     parser.add_argument("--config", help="YAML file of config overrides, applied after the preset")
     parser.add_argument("--labels", help="class names, one a line in id order (default: config data.class_names)")
     parser.add_argument(
@@ -183,7 +218,7 @@ def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
     for flag, (section, field) in KUBEFLOW_FLAGS.items():
         field_type = type(getattr(getattr(config_lib.PipelineConfig(), section), field))
         parser.add_argument(f"--{flag}", type=field_type, help=f"config {section}.{field}")
-    _add_config_flags(parser)
+    _add_config_flags(parser, "voc_guide")
 
 
 def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
@@ -269,6 +304,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.package:
         return _run_package(args)
     config = config_from_args(args)
+    # Checked here, where it is read; a compiled pipeline's file is the cluster's (vocdet compile).
+    if config.model.backbone_weights and not os.path.exists(config.model.backbone_weights):
+        raise UsageError(f"{config.model.backbone_weights}: model.backbone_weights: no such file")
     _quiet_logging(verbose=args.verbose)
     started = time.time()
     config, data_root = prepare_data_root(config)

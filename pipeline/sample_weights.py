@@ -23,7 +23,7 @@ from pipeline import cli, config as config_lib
 RECIPE = {
     "data": {"sample_images": 1200, "sample_seed": 1},
     "model": {"init_checkpoint": ""},
-    "train": {"warmup_steps": 100, "epochs": 30},
+    "train": {"warmup_steps": 100, "epochs": 30, "base_learning_rate": 0.004},
     "eval": {"blessing_threshold": 0.0},
 }
 

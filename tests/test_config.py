@@ -24,6 +24,28 @@ def test_unknown_key_is_rejected_with_its_path():
         config_lib.demo().with_overrides({"train": {"epoch": 3}})
 
 
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"train": {"epochs": "ten"}}, "'train.epochs' must be an integer, got 'ten'"),
+        ({"train": {"epochs": 2.5}}, "'train.epochs' must be an integer, got 2.5"),
+        ({"train": {"warm_start": "yes"}}, "'train.warm_start' must be true or false"),
+        ({"train": {"jitter_scale": [0.8, "big"]}}, "'train.jitter_scale[1]' must be a number"),
+        ({"data": {"class_names": "cat"}}, "'data.class_names' must be a list"),
+    ],
+)
+def test_a_value_of_the_wrong_type_is_rejected_with_its_key(tmp_path, overrides, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(overrides))
+    with pytest.raises(ValueError) as error:
+        config_lib.load("demo", str(path))
+    assert message in str(error.value)
+
+
+def test_an_integer_where_a_number_is_due_is_taken():
+    assert config_lib.demo().with_overrides({"train": {"base_learning_rate": 1}}).train.base_learning_rate == 1.0
+
+
 def test_invalid_value_is_rejected():
     with pytest.raises(ValueError, match="bounding_box_format"):
         config_lib.demo().with_overrides({"model": {"bounding_box_format": "xyz"}})
@@ -47,3 +69,19 @@ def test_bounding_box_formats_are_kerascvs():
     from keras_cv.src.bounding_box import converters
 
     assert set(config_lib.BOUNDING_BOX_FORMATS) == set(converters.FROM_XYXY_CONVERTERS) == set(converters.TO_XYXY_CONVERTERS)
+
+
+def test_the_demo_blesses_only_a_model_that_detects():
+    """The demo gates on a real threshold: a model that learned nothing is not pushed."""
+    demo = config_lib.demo()
+    assert demo.eval.blessing_threshold >= 0.3
+
+
+def test_the_demo_starts_from_the_shipped_sample_checkpoint():
+    import os
+
+    from components.trainer import checkpoint
+
+    demo = config_lib.demo()
+    assert demo.model.init_checkpoint == "sample"
+    assert os.path.getsize(checkpoint.resolve("sample")) < 8 * 2**20  # small enough for the repository

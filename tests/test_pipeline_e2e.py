@@ -76,8 +76,26 @@ def test_pushed_model_loads_in_a_fresh_process_and_detects(pipeline_run, small_v
 
     width, height = Image.open(image_path).size
     for x0, y0, x1, y1 in result["boxes"]:  # in the original image's pixels
-        assert 0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
     assert set(result["names"]) <= set(config_lib.demo().data.class_names)
+    # The demo starts from the shipped sample checkpoint: a confident box of the right class on an object.
+    from components import voc_format
+
+    with open(os.path.join(small_voc_root, "VOC2007", "Annotations", "000001.xml"), "rb") as handle:
+        objects = voc_format.parse_annotation_xml(handle.read(), source="000001.xml").objects
+    confident = [(box, name) for box, name, score in zip(result["boxes"], result["names"], result["scores"]) if score >= 0.5]
+    assert any(
+        name == obj.name and _iou(box, (obj.xmin - 1, obj.ymin - 1, obj.xmax, obj.ymax)) >= 0.5
+        for box, name in confident
+        for obj in objects
+    ), (confident, [(obj.name, obj.xmin, obj.ymin, obj.xmax, obj.ymax) for obj in objects])
+
+
+def _iou(a, b) -> float:
+    width = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    height = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = width * height
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def _data_bytes(artifact_glob):
