@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         _unrecognized(parser, args, unknown)
+    _quiet_logging(verbose=getattr(args, "verbose", False))
     try:
         return args.handler(args)
     except (UsageError, data_layout.DataLayoutError, ValueError, FileNotFoundError) as error:
@@ -171,7 +172,7 @@ def _parser() -> argparse.ArgumentParser:
 
     predict = commands.add_parser("predict", help="run a pushed model on images; draw and list the detections")
     predict.add_argument("--model", required=True, help="SavedModel folder, or serving base folder (newest version)")
-    predict.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...)")
+    predict.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...), folders of them, or glob patterns")
     predict.add_argument("--out", default="predictions", help="where <image>.png and <image>.json go")
     predict.add_argument(
         "--min-score", type=float, default=config_lib.ModelConfig.display_confidence_threshold, help="lowest score shown"
@@ -307,7 +308,6 @@ def _run(args: argparse.Namespace) -> int:
     # Checked here, where it is read; a compiled pipeline's file is the cluster's (vocdet compile).
     if config.model.backbone_weights and not os.path.exists(config.model.backbone_weights):
         raise UsageError(f"{config.model.backbone_weights}: model.backbone_weights: no such file")
-    _quiet_logging(verbose=args.verbose)
     started = time.time()
     config, data_root = prepare_data_root(config)
     print(
@@ -337,7 +337,6 @@ def _run_package(args: argparse.Namespace) -> int:
         raise UsageError(f"--package runs the package as compiled; settings such as {(ignored or ['--config'])[0]} "
                          "belong to vocdet compile")
     output = args.output or "outputs"
-    _quiet_logging(verbose=args.verbose)
     started = time.time()
     try:
         package = package_runner.Package.read(args.package)
@@ -361,7 +360,6 @@ def _run_package(args: argparse.Namespace) -> int:
 
 
 def _cluster_config(args: argparse.Namespace) -> config_lib.PipelineConfig:
-    _quiet_logging(verbose=args.verbose)
     config = config_from_args(args)
     if config.data.labels_file:
         config = config.with_overrides({"data": {"class_names": data_layout.read_labels_file(config.data.labels_file)}})
@@ -459,7 +457,6 @@ def _schedule(args: argparse.Namespace) -> int:
 
 def _ingest(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    _quiet_logging(verbose=args.verbose)
     config, data_root = prepare_data_root(config)
 
     from pipeline import local_runner
@@ -499,25 +496,31 @@ def _predict(args: argparse.Namespace) -> int:
         raise UsageError(str(error)) from None
     import tensorflow as tf
 
+    try:
+        paths = predict.expand_inputs(args.images)
+    except predict.PredictError as error:
+        raise UsageError(str(error)) from None
     serving_fn = tf.saved_model.load(model_dir).signatures["serving_default"]
     failures = 0
-    for path in args.images:
+    from tqdm import tqdm
+
+    progress = tqdm(paths, unit="image", disable=len(paths) < 2 or not sys.stderr.isatty())
+    for path in progress:
         try:
             image = predict.read_image(path)
         except predict.PredictError as error:
-            print(f"vocdet predict: error: {error}", file=sys.stderr)
+            progress.write(f"vocdet predict: error: {error}", file=sys.stderr)
             failures += 1
             continue
         detections = predict.detect(serving_fn, image, args.min_score)
         picture, _ = predict.write_outputs(image, detections, args.out, os.path.splitext(os.path.basename(path))[0])
-        print(f"{path}: {len(detections)} detections -> {picture}")
+        progress.write(f"{path}: {len(detections)} detections -> {picture}")
     return 1 if failures else 0
 
 
 def _backbone_weights(args: argparse.Namespace) -> int:
     from pipeline import backbone_weights
 
-    _quiet_logging(verbose=args.verbose)
     try:
         backbone = backbone_weights.write_backbone_weights(args.preset, args.out)
     except backbone_weights.DownloadError as error:
@@ -528,11 +531,16 @@ def _backbone_weights(args: argparse.Namespace) -> int:
 
 def _quiet_logging(verbose: bool) -> None:
     """Progress lines only (component start/finish, our own messages), unless verbose."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if verbose:
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
         logging.basicConfig(level=logging.INFO)
         return
+    # TensorFlow's C++ start-up lines (CUDA factories, CPU features) are not errors of ours.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # Libraries reset the warning filters as they import (Google's FutureWarnings, Keras'
+    # UserWarnings): drop the warnings where they are shown instead.
     warnings.filterwarnings("ignore")
+    warnings.showwarning = lambda *args, **kwargs: None
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.INFO)

@@ -42,6 +42,33 @@ def resolve_model_dir(path: str) -> str:
     return os.path.join(path, str(versions[-1]))
 
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def expand_inputs(inputs: list[str]) -> list[str]:
+    """Image files from files, folders (their images, sorted) and glob patterns, in the order given.
+
+    A folder or pattern that holds no image raises PredictError naming it; a plain path is kept
+    as given, so that a missing file is reported with the others.
+    """
+    import glob
+
+    paths: list[str] = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(
+                os.path.join(item, name) for name in os.listdir(item) if name.lower().endswith(IMAGE_EXTENSIONS)
+            )
+        elif glob.has_magic(item):
+            found = sorted(path for path in glob.glob(item, recursive=True) if os.path.isfile(path))
+        else:
+            found = [item]
+        if not found:
+            raise PredictError(f"{item}: no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
+        paths.extend(found)
+    return paths
+
+
 def read_image(path: str) -> Image.Image:
     try:
         with Image.open(path) as image:

@@ -54,3 +54,19 @@ def test_bad_files_give_one_line_naming_file_and_problem(tmp_path, capsys, gt, d
     assert cli.main(["evaluate", "--gt", gt_path, "--dt", dt_path, "--out", str(tmp_path / "out")]) == 2
     error = capsys.readouterr().err.strip()
     assert message in error and "\n" not in error and str(tmp_path) in error
+
+
+def test_predict_takes_files_folders_and_globs(tmp_path):
+    from pipeline import predict
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("b.jpg", "a.PNG", "notes.txt"):
+        (folder / name).write_bytes(b"x")
+    single = tmp_path / "single.jpg"
+    single.write_bytes(b"x")
+    paths = predict.expand_inputs([str(single), str(folder), str(tmp_path / "images" / "*.jpg")])
+    assert paths == [str(single), str(folder / "a.PNG"), str(folder / "b.jpg"), str(folder / "b.jpg")]
+    with pytest.raises(predict.PredictError, match="empty: no images"):
+        (tmp_path / "empty").mkdir()
+        predict.expand_inputs([str(tmp_path / "empty")])
