@@ -159,7 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score COCO-format detections: COCO and VOC mAP, per class, report")
     evaluate.add_argument("--gt", required=True, help="COCO ground truth JSON (images, annotations, categories)")
     evaluate.add_argument("--dt", required=True, help="COCO results JSON (a list of image_id, category_id, bbox, score)")
-    evaluate.add_argument("--out", default="evaluation", help="where metrics.json, report.md and the PR curves go")
+    evaluate.add_argument("--out", default="outputs/evaluation", help="where metrics.json, report.md and the PR curves go")
     evaluate.set_defaults(handler=_evaluate)
 
     weights = commands.add_parser(
@@ -173,7 +173,7 @@ def _parser() -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="run a pushed model on images; draw and list the detections")
     predict.add_argument("--model", required=True, help="SavedModel folder, or serving base folder (newest version)")
     predict.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...), folders of them, or glob patterns")
-    predict.add_argument("--out", default="predictions", help="where <image>.png and <image>.json go")
+    predict.add_argument("--out", default="outputs/predictions", help="where <image>.png and <image>.json go")
     predict.add_argument(
         "--min-score", type=float, default=config_lib.ModelConfig.display_confidence_threshold, help="lowest score shown"
     )

@@ -84,6 +84,7 @@ def compile_pipeline(config: PipelineConfig, output_path: str) -> CompiledPackag
 def _kfp_pipeline(pipeline_ir: pipeline_pb2.Pipeline, kubeflow: KubeflowConfig, description: str):
     """A KFP pipeline with one container task per TFX node, wired by the TFX DAG's edges."""
     parameters = _run_parameters(pipeline_ir)
+    node_irs = _with_fixed_pipeline_root(pipeline_ir)
 
     def build(*values):
         run_parameters = dict(zip(parameters, values))
@@ -91,7 +92,7 @@ def _kfp_pipeline(pipeline_ir: pipeline_pb2.Pipeline, kubeflow: KubeflowConfig, 
         for node in pipeline_ir.nodes:  # topological order
             node_id = node.pipeline_node.node_info.id
             node_parameters = sorted(_run_parameters(pipeline_ir, node_id))
-            component = _node_component(pipeline_ir, node_id, node_parameters, kubeflow)
+            component = _node_component(node_irs, node_id, node_parameters, kubeflow)
             task = component(**{name: run_parameters[name] for name in node_parameters})
             task.set_display_name(node_id)
             task.set_caching_options(False)  # TFX's cache in ML Metadata decides
@@ -128,7 +129,7 @@ def _run_parameters(pipeline_ir: pipeline_pb2.Pipeline, node_id: str | None = No
 
 def _node_component(pipeline_ir: pipeline_pb2.Pipeline, node_id: str, parameters: list[str], kubeflow: KubeflowConfig):
     """A KFP container component that runs `node_id` with `pipeline.kubeflow_node`."""
-    node_ir = kubeflow_node.node_ir_json(_with_fixed_pipeline_root(pipeline_ir), node_id)
+    node_ir = kubeflow_node.node_ir_json(pipeline_ir, node_id)
 
     def node(*values):
         args = [
