@@ -20,11 +20,13 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from components import features
+from components.settings import TransformSettings
 
 
 def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> dict[str, Any]:
-    """tf.Transform entry point; `custom_config` is `PipelineConfig.to_custom_config()`."""
-    bounding_box_format = custom_config["model"]["bounding_box_format"]
+    """tf.Transform entry point; `custom_config` is `TransformSettings.to_custom_config()`."""
+    settings = TransformSettings.from_custom_config(custom_config)
+    bounding_box_format = settings.bounding_box_format
     images = _dense_strings(inputs[features.IMAGE])
     image_shapes = tf.map_fn(_image_shape, images, fn_output_signature=tf.TensorSpec([2], tf.int64))
     relative_boxes = _ragged_boxes(inputs[features.BBOX], num_images=tf.shape(images)[0])
@@ -38,8 +40,8 @@ def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> d
         relative_boxes,
         image_shapes,
         inputs[features.LABEL],
-        custom_config["data"]["class_names"],
-        model_image_size=custom_config["model"]["image_size"],
+        settings.class_names,
+        model_image_size=settings.image_size,
     )
     return {
         features.IMAGE: images,

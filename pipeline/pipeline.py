@@ -42,7 +42,6 @@ def create_pipeline(
     `pipeline_root` defaults to the config's (under output_dir); the Kubeflow
     compiler passes the cluster's.
     """
-    custom_config = config.to_custom_config()
     data = config.data
     splits = data.train_splits + [data.eval_split]
 
@@ -54,7 +53,7 @@ def create_pipeline(
         examples=training_examples,
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=TRANSFORM_FN,
-        custom_config=custom_config,
+        custom_config=config.transform_settings().to_custom_config(),
         splits_config=tfx.proto.SplitsConfig(analyze=data.train_splits, transform=splits),
         # StatisticsGen already profiles the data; Transform's own TFDV pass would repeat it.
         disable_statistics=True,
@@ -73,7 +72,7 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         train_args=tfx.proto.TrainArgs(splits=data.train_splits),
         eval_args=tfx.proto.EvalArgs(splits=[data.eval_split]),
-        custom_config=custom_config,
+        custom_config=config.trainer_settings().to_custom_config(),
     )
     # The Evaluator's baseline: the latest blessed model other than this run's candidate.
     baseline_model = tfx.dsl.Resolver(
@@ -86,7 +85,7 @@ def create_pipeline(
         examples=example_gen.outputs["examples"],
         model=trainer.outputs["model"],
         baseline_model=baseline_model.outputs["model"],
-        custom_config=custom_config,
+        custom_config=config.evaluator_settings().to_custom_config(),
     )
     serving_check = ServingCheck(
         examples=example_gen.outputs["examples"],

@@ -88,7 +88,7 @@ def _evaluate_and_push(tmp_path, examples, model, baseline, threshold, servable=
     evaluator_executor.Executor().Do(
         {"examples": [examples], "model": [model], "baseline_model": [baseline] if baseline else []},
         {"evaluation": [evaluation_artifact], "blessing": [blessing]},
-        {"custom_config": json.dumps(config.to_custom_config())},
+        {"custom_config": json.dumps(config.evaluator_settings().to_custom_config())},
     )
     pushed = standard_artifacts.PushedModel()
     pushed.uri = str(tmp_path / "pushed")

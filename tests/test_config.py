@@ -1,7 +1,8 @@
+import json
+
 import pytest
 import yaml
 
-from components.trainer import model as model_lib
 from pipeline import config as config_lib
 
 
@@ -51,13 +52,34 @@ def test_invalid_value_is_rejected():
         config_lib.demo().with_overrides({"model": {"bounding_box_format": "xyz"}})
 
 
-def test_custom_config_round_trip():
+def test_each_component_gets_its_own_slice_and_it_round_trips():
+    from components import settings
+
     config = config_lib.voc_guide()
-    assert config_lib.PipelineConfig.from_custom_config(config.to_custom_config()) == config
+    for slice_, cls in (
+        (config.transform_settings(), settings.TransformSettings),
+        (config.trainer_settings(), settings.TrainerSettings),
+        (config.evaluator_settings(), settings.EvaluatorSettings),
+    ):
+        assert cls.from_custom_config(json.loads(json.dumps(slice_.to_custom_config()))) == slice_
+    # Nothing of the push or Kubeflow sections reaches a component.
+    text = json.dumps([config.transform_settings().to_custom_config(), config.trainer_settings().to_custom_config(),
+                       config.evaluator_settings().to_custom_config()])
+    assert "serving_dir" not in text and "keep_versions" not in text and "pvc" not in text
 
 
-def test_config_backbones_are_the_ones_the_trainer_builds():
-    assert set(config_lib.BACKBONES) == set(model_lib.BACKBONES)
+def test_code_inside_components_does_not_import_pipeline():
+    """Dependencies run one way: pipeline/ composes components/, never the reverse."""
+    import subprocess
+    import sys
+
+    modules = ["components.transform", "components.trainer.module", "components.coco_evaluator.executor",
+               "components.coco_evaluator.component", "components.serving_check.executor",
+               "components.voc_example_gen.executor", "components.atomic_pusher.executor"]
+    code = "import sys\n" + "".join(f"import {m}\n" for m in modules) + "print(sorted(m for m in sys.modules if m == 'pipeline' or m.startswith('pipeline.')))"
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip().splitlines()[-1] == "[]"
 
 
 def test_learning_rate_scales_with_global_batch():

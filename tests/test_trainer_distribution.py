@@ -99,7 +99,7 @@ from pipeline import config as config_lib
 train, transform_output, model_run_dir, serving_dir, *train_files = sys.argv[1:]
 config = config_lib.demo().with_overrides({"train": json.loads(train)})
 run_fn(FnArgs(train_files=train_files, transform_output=transform_output, serving_model_dir=serving_dir,
-              model_run_dir=model_run_dir, custom_config=config.to_custom_config()))
+              model_run_dir=model_run_dir, custom_config=config.trainer_settings().to_custom_config()))
 """
 
 

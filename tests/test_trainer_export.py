@@ -58,7 +58,7 @@ def test_exported_model_puts_boxes_on_the_objects_it_learned(pipeline_run, tmp_p
     trained = config.with_overrides(overrides)
     serving = tmp_path / "model" / "Format-Serving"
     run_fn(FnArgs(train_files=[one_image], transform_output=transform_output, serving_model_dir=str(serving),
-                  model_run_dir=str(tmp_path / "run"), custom_config=trained.to_custom_config()))
+                  model_run_dir=str(tmp_path / "run"), custom_config=trained.trainer_settings().to_custom_config()))
 
     completed = subprocess.run(
         [sys.executable, "-c", _LOAD_AND_PREDICT, str(serving), str(image_path)],

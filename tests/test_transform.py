@@ -73,7 +73,7 @@ def _run_preprocessing_fn(examples, bounding_box_format):
         features.IS_DIFFICULT: tf.io.VarLenFeature(tf.int64),
     }
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(spec))
-    custom_config = config_lib.demo().with_overrides({"model": {"bounding_box_format": bounding_box_format}}).to_custom_config()
+    custom_config = config_lib.demo().with_overrides({"model": {"bounding_box_format": bounding_box_format}}).transform_settings().to_custom_config()
     with tft_beam.Context(temp_dir=tempfile.mkdtemp(), force_tf_compat_v1=False):
         (transformed, _), _ = (examples, metadata) | tft_beam.AnalyzeAndTransformDataset(
             lambda inputs: preprocessing_fn(inputs, custom_config)

@@ -9,6 +9,7 @@ same custom properties TFX's Evaluator writes (`blessed`, `current_model_id`,
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from tfx import types
@@ -17,6 +18,7 @@ from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
 from components.coco_evaluator import executor
+from components.settings import EvaluatorSettings
 from components.coco_evaluator.executor import (
     BASELINE_MODEL_KEY,
     BLESSING_KEY,
@@ -46,7 +48,7 @@ class CocoEvaluator(base_component.BaseComponent):
     Args:
       examples: raw Examples (tfds VOC layout) with an `eval` split.
       model: the Trainer's Model; its serving SavedModel is what is scored.
-      custom_config: `PipelineConfig.to_custom_config()`.
+      custom_config: `components.settings.EvaluatorSettings.to_custom_config()`.
       baseline_model: optional latest blessed Model (from a Resolver).
     """
 
@@ -54,8 +56,8 @@ class CocoEvaluator(base_component.BaseComponent):
     EXECUTOR_SPEC = executor_spec.ExecutorClassSpec(executor.Executor)
 
     def __init__(self, examples, model, custom_config: dict, baseline_model=None):
-        if "eval" not in custom_config or "model" not in custom_config:
-            raise ValueError("custom_config must be PipelineConfig.to_custom_config()")
+        if set(custom_config) != {field.name for field in dataclasses.fields(EvaluatorSettings)}:
+            raise ValueError("custom_config must be EvaluatorSettings.to_custom_config()")
         super().__init__(
             spec=CocoEvaluatorSpec(
                 examples=examples,

@@ -19,7 +19,7 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from components.coco_evaluator import blessing, evaluation, report
-from pipeline.config import PipelineConfig
+from components.settings import EvaluatorSettings
 
 _logger = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ BLESSING_FILE = "blessing.json"
 
 class Executor(base_executor.BaseExecutor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:
-        config = PipelineConfig.from_custom_config(json.loads(exec_properties[CUSTOM_CONFIG_KEY]))
+        config = EvaluatorSettings.from_custom_config(json.loads(exec_properties[CUSTOM_CONFIG_KEY]))
         examples = artifact_utils.get_single_instance(input_dict[EXAMPLES_KEY])
         model = artifact_utils.get_single_instance(input_dict[MODEL_KEY])
         baselines = input_dict.get(BASELINE_MODEL_KEY) or []
@@ -43,9 +43,9 @@ class Executor(base_executor.BaseExecutor):
         evaluation_artifact = artifact_utils.get_single_instance(output_dict[EVALUATION_KEY])
         blessing_artifact = artifact_utils.get_single_instance(output_dict[BLESSING_KEY])
 
-        eval_uri = artifact_utils.get_split_uri([examples], config.data.eval_split)
+        eval_uri = artifact_utils.get_split_uri([examples], config.eval_split)
         images = evaluation.load_eval_images(os.path.join(eval_uri, "*"))
-        class_names = config.data.class_names
+        class_names = config.class_names
         batch_size = config.eval.batch_size
         scores, curves, detections = evaluation.evaluate_saved_model(
             path_utils.serving_model_path(model.uri), images, class_names, batch_size
@@ -74,8 +74,8 @@ class Executor(base_executor.BaseExecutor):
             num_images=len(images),
             decision=decision.to_dict(),
             baseline_metrics=baseline_metrics,
-            gallery=evaluation.gallery(images, detections, class_names, config.model.display_confidence_threshold),
-            gallery_min_score=config.model.display_confidence_threshold,
+            gallery=evaluation.gallery(images, detections, class_names, config.display_confidence_threshold),
+            gallery_min_score=config.display_confidence_threshold,
         )
         _write_json(os.path.join(evaluation_artifact.uri, BLESSING_FILE), decision.to_dict())
         # Object stores have no folders; a local or PVC pipeline root needs this one made.

@@ -29,24 +29,11 @@ from keras.src.backend.tensorflow.trainer import _collective_all_reduce_multi_wo
 from keras_cv.src.models.object_detection.retinanet.feature_pyramid import FeaturePyramid
 from keras_cv.src.models.object_detection.retinanet.prediction_head import PredictionHead
 
+from components.trainer.backbones import BACKBONE_ARCHITECTURES, BACKBONES, CSP_DARKNET_ARCHITECTURES
+
 # 3 scales x 3 aspect ratios, as KerasCV's RetinaNet.
 ANCHORS_PER_LOCATION = 9
 
-# Architecture arguments of KerasCV's ResNetV1 presets (keras_cv.models.ResNetBackbone).
-BACKBONE_ARCHITECTURES = {
-    "resnet18": dict(stackwise_blocks=[2, 2, 2, 2], block_type="basic_block"),
-    "resnet34": dict(stackwise_blocks=[3, 4, 6, 3], block_type="basic_block"),
-    "resnet50": dict(stackwise_blocks=[3, 4, 6, 3], block_type="block"),
-    "resnet101": dict(stackwise_blocks=[3, 4, 23, 3], block_type="block"),
-}
-
-
-# Architecture arguments of KerasCV's CSPDarkNet presets (keras_cv.models.CSPDarkNetBackbone).
-CSP_DARKNET_ARCHITECTURES = {
-    "csp_darknet_tiny": dict(stackwise_channels=[48, 96, 192, 384], stackwise_depth=[1, 3, 3, 1]),
-    "csp_darknet_s": dict(stackwise_channels=[64, 128, 256, 512], stackwise_depth=[1, 3, 3, 1]),
-}
-BACKBONES = tuple(BACKBONE_ARCHITECTURES) + tuple(CSP_DARKNET_ARCHITECTURES)
 
 
 def build_backbone(name: str, weights_path: str | None = None) -> keras.Model:
@@ -251,7 +238,7 @@ def clip_globally(optimizer_class: type[keras.optimizers.Optimizer]) -> type[ker
 
 
 def build_retinanet(model_config, num_classes: int) -> RetinaNet:
-    """The RetinaNet for `model_config` (a `pipeline.config.ModelConfig`)."""
+    """The RetinaNet for `model_config` (a `components.settings.ModelConfig`)."""
     backbone = build_backbone(model_config.backbone, model_config.backbone_weights)
     if model_config.freeze_backbone:
         backbone.trainable = False

@@ -23,7 +23,7 @@ from components.trainer import (
     serving,
     warm_start,
 )
-from pipeline.config import PipelineConfig
+from components.settings import TrainerSettings
 
 _logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def run_fn(fn_args) -> None:
     # First: MultiWorkerMirroredStrategy configures collective ops, which must happen
     # before TensorFlow's context starts (loading the Transform output starts it).
     strategy = distribution.choose_strategy()
-    config = PipelineConfig.from_custom_config(fn_args.custom_config)
+    config = TrainerSettings.from_custom_config(fn_args.custom_config)
     tf_transform_output = tft.TFTransformOutput(fn_args.transform_output)
     _profile_data(tf_transform_output, config, distribution.task_dir(fn_args.model_run_dir))
     global_batch_size = config.train.batch_size_per_replica * strategy.num_replicas_in_sync
@@ -53,7 +53,7 @@ def run_fn(fn_args) -> None:
     )
 
     with strategy.scope():
-        model = model_lib.build_retinanet(config.model, num_classes=len(config.data.class_names))
+        model = model_lib.build_retinanet(config.model, num_classes=len(config.class_names))
         warm_started = config.train.warm_start and warm_start.restore(model, fn_args.base_model)
         if not warm_started and config.model.init_checkpoint:
             checkpoint.restore(model, config.model.init_checkpoint, config.model)
@@ -76,14 +76,14 @@ def run_fn(fn_args) -> None:
 
     if distribution.is_chief():
         serving.export_serving_model(
-            model, tf_transform_output, config.model, config.data.class_names, fn_args.serving_model_dir
+            model, tf_transform_output, config.model, config.class_names, fn_args.serving_model_dir
         )
         warm_start.save(model, fn_args.serving_model_dir)
         _logger.info("Serving model written to %s", fn_args.serving_model_dir)
     else:
         # MultiWorkerMirroredStrategy: every worker takes part in the export; only the chief's copy is kept.
         with tempfile.TemporaryDirectory(prefix="vocdet-worker-export-") as scratch:
-            serving.export_serving_model(model, tf_transform_output, config.model, config.data.class_names, scratch)
+            serving.export_serving_model(model, tf_transform_output, config.model, config.class_names, scratch)
 
 
 def _profile_data(tf_transform_output, config, model_run_dir: str) -> None:
