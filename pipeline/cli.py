@@ -343,7 +343,7 @@ def _run_package(args: argparse.Namespace) -> int:
         data_root = package_runner.local_data_root(package, output, args.data or [], DATA_ROOT_PARAMETER)
         print(f"vocdet: running {args.package} ({len(package.task_order())} tasks) with data_root {data_root} -> {output}",
               flush=True)
-        run_id, results = package_runner.run_package(
+        run_id, _ = package_runner.run_package(
             package, output, {DATA_ROOT_PARAMETER: data_root}, progress=lambda line: print(line, flush=True)
         )
     except package_runner.PackageError as error:
@@ -351,9 +351,7 @@ def _run_package(args: argparse.Namespace) -> int:
     from pipeline import local_runner
 
     minutes, seconds = divmod(int(time.time() - started), 60)
-    cached = [result.name for result in results if result.state == "CACHED"]
-    print(f"\nvocdet: run {run_id} finished in {minutes}m{seconds:02d}s"
-          + (f"; from TFX's cache: {', '.join(cached)}" if cached else ""))
+    print(f"\nvocdet: run {run_id} finished in {minutes}m{seconds:02d}s")
     for line in local_runner.summarize_metadata(os.path.join(output, "metadata.sqlite")).lines():
         print(f"  {line}")
     return 0

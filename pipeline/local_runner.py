@@ -32,9 +32,12 @@ class RunSummary:
     blessing_reasons: list[str]
     pushed_model_dir: str | None
     ingest_summary: dict
+    already_serving: bool = False
     data_profile: str | None = None
     # The blessed model the newest Trainer run started from (train.warm_start), if any.
     warm_started_from: str | None = None
+    # Components served from TFX's cache in this run.
+    cached: list[str] = dataclasses.field(default_factory=list)
 
     def lines(self) -> list[str]:
         lines = [
@@ -42,13 +45,18 @@ class RunSummary:
             f"VOC2007 mAP@0.5 {self.metrics['voc/mAP50_11point']:.3f} on {self.num_eval_images} images",
             f"report: {os.path.join(self.evaluation_dir, 'report.md')} (per-class AP, PR curves, gallery)",
             f"blessed: {'yes' if self.blessed else 'no'} ({'; '.join(self.blessing_reasons)})",
-            f"pushed model: {self.pushed_model_dir}" if self.pushed_model_dir else "pushed model: none (not blessed)",
+            (f"pushed model: already serving as version {os.path.basename(self.pushed_model_dir)} ({self.pushed_model_dir})"
+             if self.already_serving else f"pushed model: {self.pushed_model_dir}")
+            if self.pushed_model_dir
+            else "pushed model: none (not blessed)",
         ]
         lines.extend(f"data {line}" for line in count_lines(self.ingest_summary))
         if self.data_profile:
             lines.append(f"data profile (class counts, box sizes vs anchors): {self.data_profile}")
         if self.warm_started_from:
             lines.append(f"warm-started from the blessed model {self.warm_started_from}")
+        if self.cached:
+            lines.append(f"from TFX's cache (unchanged inputs and settings): {', '.join(self.cached)}")
         return lines
 
 
@@ -127,27 +135,32 @@ def summarize(config: PipelineConfig) -> RunSummary:
 
 
 def summarize_metadata(metadata_path: str) -> RunSummary:
-    """The newest evaluation, blessing and push recorded in the ML Metadata store at `metadata_path`."""
+    """What the newest run recorded in the ML Metadata store at `metadata_path`, read from that run's context.
+
+    Every artefact comes from the events of this run's own executions (cached ones included), never
+    from the newest artefact of a type, which may belong to another run.
+    """
     store = metadata_store.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
+    runs = store.get_contexts_by_type("pipeline_run")
+    if not runs:
+        raise RuntimeError(f"no pipeline run in {metadata_path}: did the pipeline run?")
+    run = max(runs, key=lambda context: context.id)
+    nodes = run_nodes(store, run)
 
-    def newest(type_name: str):
-        artifacts = store.get_artifacts_by_type(type_name)
-        if not artifacts:
-            raise RuntimeError(f"no {type_name} artefact in {metadata_path}: did the pipeline run?")
-        return max(artifacts, key=lambda artifact: artifact.id)
+    def artifact(node_id: str, key: str, event_type=metadata_store_pb2.Event.OUTPUT):
+        found = _event_artifacts(store, nodes.get(node_id), key, event_type)
+        if not found:
+            raise RuntimeError(f"run {run.name} in {metadata_path} has no {node_id} {key}: did the pipeline finish?")
+        return found[0]
 
-    evaluation = newest("ModelEvaluation")
+    evaluation = artifact("CocoEvaluator", "evaluation")
     with open(os.path.join(evaluation.uri, "metrics.json")) as handle:
         metrics = json.load(handle)
     with open(os.path.join(evaluation.uri, "blessing.json")) as handle:
         blessing = json.load(handle)
-    pushed = newest("PushedModel")
+    pushed = artifact("Pusher", "pushed_model")
     was_pushed = pushed.custom_properties["pushed"].int_value == 1 if "pushed" in pushed.custom_properties else False
-    # Transform writes Examples too; ExampleGen's are the ones it consumed.
-    transformed_uris = {a.uri for a in store.get_artifacts_by_type("Examples") if "/Transform/" in a.uri}
-    raw_examples = max(
-        (a for a in store.get_artifacts_by_type("Examples") if a.uri not in transformed_uris), key=lambda a: a.id
-    )
+    base_models = _event_artifacts(store, nodes.get("Trainer"), "base_model", metadata_store_pb2.Event.INPUT)
     return RunSummary(
         metrics=metrics["metrics"],
         num_eval_images=metrics["num_images"],
@@ -155,10 +168,34 @@ def summarize_metadata(metadata_path: str) -> RunSummary:
         blessed=blessing["blessed"],
         blessing_reasons=blessing["reasons"],
         pushed_model_dir=pushed.custom_properties["pushed_destination"].string_value if was_pushed else None,
-        ingest_summary=ingest_counts(raw_examples.uri),
-        data_profile=_existing(os.path.join(newest("ModelRun").uri, "data_profile.png")),
-        warm_started_from=trainer_base_model(store),
+        already_serving=was_pushed and pushed.custom_properties["already_serving"].int_value == 1
+        if "already_serving" in pushed.custom_properties else False,
+        ingest_summary=ingest_counts(artifact("CocoEvaluator", "examples", metadata_store_pb2.Event.INPUT).uri),
+        data_profile=_existing(os.path.join(artifact("Trainer", "model_run").uri, "data_profile.png")),
+        warm_started_from=base_models[0].uri if base_models else None,
+        cached=sorted(node for node, execution in nodes.items() if execution.last_known_state == execution.CACHED),
     )
+
+
+def run_nodes(store, run_context) -> dict:
+    """Node id -> this run's execution of it."""
+    nodes = {}
+    for execution in store.get_executions_by_context(run_context.id):
+        for context in store.get_contexts_by_execution(execution.id):
+            if store.get_context_types_by_id([context.type_id])[0].name == "node":
+                nodes[context.name.split(".", 1)[1]] = execution
+    return nodes
+
+
+def _event_artifacts(store, execution, key: str, event_type) -> list:
+    if execution is None:
+        return []
+    ids = [
+        event.artifact_id
+        for event in store.get_events_by_execution_ids([execution.id])
+        if event.type == event_type and event.path.steps and event.path.steps[0].key == key
+    ]
+    return store.get_artifacts_by_id(ids) if ids else []
 
 
 def newest_trainer_execution(store):

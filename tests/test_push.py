@@ -67,3 +67,14 @@ def test_keep_versions_must_be_positive(tmp_path):
 def test_serving_check_rejects_a_model_that_does_not_load(tmp_path):
     passed, reason = check.load_and_query(str(_model_dir(tmp_path)), [b"\xff\xd8"], timeout_seconds=300)
     assert not passed and reason.startswith("load or query failed")
+
+
+def test_the_model_already_served_is_recognised_by_its_tensorflow_fingerprint(tmp_path):
+    model, base = _model_dir(tmp_path), str(tmp_path / "serving")
+    (model / push.FINGERPRINT_FILE).write_bytes(b"fingerprint-1")
+    assert push.serving_version(str(model), base) is None  # nothing served yet
+    version, _ = push.push(str(model), base, keep_versions=3)
+    assert push.serving_version(str(model), base) == version
+    retrained = _model_dir(tmp_path, "retrained")
+    (retrained / push.FINGERPRINT_FILE).write_bytes(b"fingerprint-2")
+    assert push.serving_version(str(retrained), base) is None

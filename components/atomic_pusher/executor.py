@@ -1,12 +1,14 @@
 """TFX Pusher's executor, pushing with `push.push` (atomic, versioned, pruned).
 
 Blessing checks (ModelBlessing and InfraBlessing) and the PushedModel
-artefact's properties are TFX's own (inherited); only the copy changes.
+artefact's properties are TFX's own (inherited); only the copy changes, and a
+model that is already the newest serving version is not pushed again.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 
 from tfx.components.pusher import executor as tfx_pusher_executor
 from tfx.proto import pusher_pb2
@@ -16,6 +18,8 @@ from tfx.utils import io_utils, json_utils, proto_utils
 from components.atomic_pusher import push
 
 KEEP_VERSIONS_KEY = "keep_versions"
+# PushedModel custom property: 1 when the model was already the newest serving version.
+ALREADY_SERVING_KEY = "already_serving"
 
 _logger = logging.getLogger(__name__)
 
@@ -33,9 +37,16 @@ class Executor(tfx_pusher_executor.Executor):
             raise NotImplementedError("vocdet pushes to a filesystem destination (a path or a gs:// / s3:// URI)")
         custom_config = json_utils.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "null") or {}
         model_path = self.GetModelPath(input_dict)
-        version, serving_path = push.push(
-            model_path, destination.filesystem.base_directory, int(custom_config.get(KEEP_VERSIONS_KEY, 5))
-        )
+        base_directory = destination.filesystem.base_directory
+        serving = push.serving_version(model_path, base_directory)
+        if serving is not None:
+            # A rerun that re-blessed the model it already serves (e.g. a new blessing threshold).
+            _logger.info("Already serving as version %d: %s; not pushed again", serving, model_path)
+            model_push.set_int_custom_property(ALREADY_SERVING_KEY, 1)
+            self._MarkPushed(model_push, pushed_destination=os.path.join(base_directory, str(serving)),
+                             pushed_version=str(serving))
+            return
+        version, serving_path = push.push(model_path, base_directory, int(custom_config.get(KEEP_VERSIONS_KEY, 5)))
         # Archive in the PushedModel artefact too, as TFX's Pusher does.
         io_utils.copy_dir(model_path, model_push.uri)
         self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=str(version))

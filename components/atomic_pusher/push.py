@@ -24,6 +24,8 @@ from tfx.dsl.io import fileio
 from tfx.utils import io_utils
 
 INCOMING_PREFIX = ".incoming-"
+# Written by tf.saved_model.save beside saved_model.pb (TensorFlow >= 2.12).
+FINGERPRINT_FILE = "fingerprint.pb"
 
 _logger = logging.getLogger(__name__)
 
@@ -33,6 +35,23 @@ def versions(base_directory: str) -> list[int]:
     if not fileio.exists(base_directory):
         return []
     return sorted(int(name.rstrip("/")) for name in fileio.listdir(base_directory) if name.rstrip("/").isdigit())
+
+
+def serving_version(model_path: str, base_directory: str) -> int | None:
+    """The newest version, if it is the same SavedModel as `model_path`; else None.
+
+    "Same" is TensorFlow's own SavedModel fingerprint (`fingerprint.pb`: hashes of the graph, the
+    signatures and the checkpoint), so a model retrained to other weights is never taken for it.
+    """
+    present = versions(base_directory)
+    if not present:
+        return None
+    newest = os.path.join(base_directory, str(present[-1]), FINGERPRINT_FILE)
+    ours = os.path.join(model_path, FINGERPRINT_FILE)
+    if not (fileio.exists(newest) and fileio.exists(ours)):
+        return None
+    with fileio.open(newest, "rb") as theirs_handle, fileio.open(ours, "rb") as ours_handle:
+        return present[-1] if theirs_handle.read() == ours_handle.read() else None
 
 
 def next_version(base_directory: str) -> int:
