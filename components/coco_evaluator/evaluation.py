@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import sys
+import time
 
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
 from components import features
 from components.coco_evaluator import coco_metrics, report, scoring
@@ -88,9 +91,14 @@ class ImageDetections:
 
 
 def detect(saved_model_dir: str, images: list[EvalImage], batch_size: int) -> list[ImageDetections]:
-    """Runs the serving signature over the images, batch by batch."""
+    """Runs the serving signature over the images, batch by batch.
+
+    A person at a terminal sees one progress bar; logs get one line when it is done.
+    """
     serving_fn = tf.saved_model.load(saved_model_dir).signatures["serving_default"]
     results = []
+    started = time.time()
+    progress = tqdm(total=len(images), unit="image", desc="evaluating", disable=not sys.stderr.isatty())
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]
         outputs = serving_fn(images=tf.constant([image.encoded for image in batch]))
@@ -103,7 +111,9 @@ def detect(saved_model_dir: str, images: list[EvalImage], batch_size: int) -> li
                     scores=outputs["detection_scores"][row, :count].numpy(),
                 )
             )
-        _logger.info("evaluated %d/%d images", min(start + batch_size, len(images)), len(images))
+        progress.update(len(batch))
+    progress.close()
+    _logger.info("evaluated %d images in %.0f s", len(images), time.time() - started)
     return results
 
 
