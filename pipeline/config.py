@@ -1,12 +1,15 @@
 """The one typed configuration every entry point reads.
 
-A tree of dataclasses (data, model, train, eval, push) with defaults,
+A tree of dataclasses (data, model, train, eval, push, kubeflow) with defaults,
 `validate()` and derived values, in the manner of TF Model Garden's
-experiment configs. Layering: a named preset, then an optional YAML file, then
-command-line flags (`with_overrides`). The CLI, the local runner and the
-Kubeflow compiler all build the pipeline from a `PipelineConfig`, and the code
-inside components receives the same object as `custom_config`
-(`to_custom_config` / `from_custom_config`), so no setting is defined twice.
+experiment configs. The model, train and eval sections are the components' own
+(`components/settings.py`); this module composes them with the rest. Layering:
+a named preset, then an optional YAML file, then command-line flags
+(`with_overrides`), every value checked against its type. The CLI, the local
+runner and the Kubeflow compiler all build the pipeline from a `PipelineConfig`;
+each component receives only its slice (`transform_settings`,
+`trainer_settings`, `evaluator_settings`), so no setting is defined twice and
+TFX's cache reruns a component only when its own settings change.
 """
 
 from __future__ import annotations

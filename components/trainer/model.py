@@ -95,6 +95,12 @@ class LowQualityMatchingLabelEncoder(keras_cv.models.retinanet.LabelEncoder):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
+        # Written against KerasCV 0.9.0, whose encoder matches through its `box_matcher` attribute.
+        if not isinstance(getattr(self, "box_matcher", None), keras_cv.layers.BoxMatcher):
+            raise RuntimeError(
+                f"KerasCV {keras_cv.__version__}'s RetinaNet label encoder has no box_matcher; "
+                "LowQualityMatchingLabelEncoder needs updating (set model.allow_low_quality_matches: false meanwhile)"
+            )
         self.box_matcher = keras_cv.layers.BoxMatcher(
             thresholds=[self.negative_threshold, self.positive_threshold],
             match_values=[-1, -2, 1],
