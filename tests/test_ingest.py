@@ -82,6 +82,8 @@ def test_bad_records_are_counted_reported_and_strict_fails(small_voc_root, tmp_p
         f"{train_ids[1]}.jpg": [rejected[f"{train_ids[1]}.jpg"][0]],
         f"{train_ids[2]}.xml": ["no annotation file"],
     }
+    # The user's own files, not the links of the data root vocdet builds.
+    assert all(row["file"].startswith(os.path.realpath(voc) + os.sep) for row in rows)
     assert rejected[f"{train_ids[0]}.xml"][0].startswith("XML does not parse")
     assert rejected[f"{train_ids[1]}.jpg"][0].startswith("unreadable image")
 

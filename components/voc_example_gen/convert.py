@@ -64,8 +64,15 @@ def voc_dir_of(list_path: str) -> str:
 
 
 def convert_record(voc_dir: str, image_id: str, class_names: list[str] | tuple[str, ...]) -> Outcome:
-    """Reads `<voc_dir>/{Annotations,JPEGImages}/<image_id>.*` and converts it."""
+    """Reads `<voc_dir>/{Annotations,JPEGImages}/<image_id>.*` and converts it.
+
+    A local `voc_dir` is resolved through the data root's links, so reports and errors name the
+    user's own files, not the links.
+    """
     import tensorflow as tf
+
+    if "://" not in voc_dir:
+        voc_dir = os.path.realpath(voc_dir)
 
     xml_path = os.path.join(voc_dir, voc_format.ANNOTATIONS_DIR, f"{image_id}.xml")
     image_path = os.path.join(voc_dir, voc_format.IMAGES_DIR, f"{image_id}.jpg")
