@@ -30,7 +30,7 @@ bench: setup
 
 # Re-train the shipped `sample` checkpoint the demo starts from (about 30 min on 2 cores; see README).
 sample-weights: setup
-	$(BIN)/python -m pipeline.sample_weights
+	$(BIN)/python -m vocdet.pipeline.sample_weights
 
 # Re-resolve the lock from pyproject's direct dependencies (needs the registries; takes minutes).
 lock:

@@ -18,7 +18,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from components.coco_evaluator import coco_metrics, scoring
+from vocdet.components.coco_evaluator import coco_metrics, scoring
 
 NUM_IMAGES, NUM_CLASSES, DETECTIONS_PER_IMAGE = 4952, 20, 100
 

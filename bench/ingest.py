@@ -18,9 +18,9 @@ import time
 import tensorflow as tf
 import yaml
 
-from components import voc_format
-from components.voc_example_gen import convert
-from pipeline import cli, sample_data
+from vocdet.components import voc_format
+from vocdet.components.voc_example_gen import convert
+from vocdet.pipeline import cli, sample_data
 
 MULTI_PROCESS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
 

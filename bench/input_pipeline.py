@@ -26,9 +26,9 @@ import keras_cv
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from components import features
-from components.trainer import input_pipeline, model as model_lib
-from pipeline import cli, config as config_lib
+from vocdet.components import features
+from vocdet.components.trainer import input_pipeline, model as model_lib
+from vocdet.pipeline import cli, config as config_lib
 
 BATCH = 8
 BATCHES = int(os.environ.get("BENCH_INPUT_BATCHES", "40"))

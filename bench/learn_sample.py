@@ -17,7 +17,7 @@ import time
 import yaml
 from ml_metadata import metadata_store
 
-from pipeline import cli, config as config_lib, local_runner, sample_weights
+from vocdet.pipeline import cli, config as config_lib, local_runner, sample_weights
 
 # The checkpoint's recipe on the demo's draw of the sample.
 RECIPE = {**sample_weights.RECIPE, "data": {**sample_weights.RECIPE["data"], "sample_seed": 0}}

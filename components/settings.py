@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from components.trainer.backbones import BACKBONES
+from vocdet.components.trainer.backbones import BACKBONES
 
 # KerasCV's bounding box formats (keras_cv.bounding_box.convert_format).
 BOUNDING_BOX_FORMATS = ("xyxy", "yxyx", "xywh", "center_xywh", "center_yxhw", "rel_xyxy", "rel_yxyx", "rel_xywh")

@@ -19,8 +19,8 @@ import keras_cv
 import tensorflow as tf
 import tensorflow_transform as tft
 
-from components import features
-from components.settings import TransformSettings
+from vocdet.components import features
+from vocdet.components.settings import TransformSettings
 
 
 def preprocessing_fn(inputs: dict[str, Any], custom_config: dict[str, Any]) -> dict[str, Any]:

@@ -28,7 +28,7 @@ def write_backbone_weights(preset: str, out: str) -> str:
         raise ValueError(f"{out}: Keras weights files end in .weights.h5")
     import keras_cv
 
-    from components.trainer import model as model_lib
+    from vocdet.components.trainer import model as model_lib
 
     keras_cv_class, name = PRESETS[preset]
     try:

@@ -18,8 +18,8 @@ import tempfile
 import time
 import warnings
 
-from pipeline import config as config_lib
-from pipeline import data_layout, sample_data
+from vocdet.pipeline import config as config_lib
+from vocdet.pipeline import data_layout, sample_data
 
 # --flag -> (section, field) of PipelineConfig; types come from the dataclass.
 CONFIG_FLAGS = {
@@ -223,7 +223,7 @@ def _add_cluster_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
-    from pipeline import kfp_client
+    from vocdet.pipeline import kfp_client
 
     parser.add_argument("--host", required=True, help="Kubeflow Pipelines API endpoint, e.g. https://kubeflow.example.com/pipeline")
     parser.add_argument("--namespace", help="Kubeflow profile namespace (multi-user clusters)")
@@ -317,7 +317,7 @@ def _run(args: argparse.Namespace) -> int:
         flush=True,
     )
 
-    from pipeline import local_runner  # TFX and TensorFlow load here, not for --help
+    from vocdet.pipeline import local_runner  # TFX and TensorFlow load here, not for --help
 
     summary = local_runner.run(config, data_root, runner=args.runner)
     minutes, seconds = divmod(int(time.time() - started), 60)
@@ -329,8 +329,8 @@ def _run(args: argparse.Namespace) -> int:
 
 def _run_package(args: argparse.Namespace) -> int:
     """`vocdet run --package`: the compiled Kubeflow package, task by task, on this machine."""
-    from pipeline import package_runner
-    from pipeline.kubeflow_node import DATA_ROOT_PARAMETER
+    from vocdet.pipeline import package_runner
+    from vocdet.pipeline.kubeflow_node import DATA_ROOT_PARAMETER
 
     ignored = [f"--{flag}" for flag in CONFIG_FLAGS if getattr(args, flag.replace("-", "_"), None) is not None]
     if ignored or args.config or args.spans or args.labels:
@@ -348,7 +348,7 @@ def _run_package(args: argparse.Namespace) -> int:
         )
     except package_runner.PackageError as error:
         raise UsageError(str(error)) from None
-    from pipeline import local_runner
+    from vocdet.pipeline import local_runner
 
     minutes, seconds = divmod(int(time.time() - started), 60)
     print(f"\nvocdet: run {run_id} finished in {minutes}m{seconds:02d}s")
@@ -367,7 +367,7 @@ def _cluster_config(args: argparse.Namespace) -> config_lib.PipelineConfig:
 
 
 def _compile(args: argparse.Namespace) -> int:
-    from pipeline import kubeflow
+    from vocdet.pipeline import kubeflow
 
     config = _cluster_config(args)
     package = kubeflow.compile_pipeline(config, args.out)
@@ -385,13 +385,13 @@ def _package(args: argparse.Namespace, config: config_lib.PipelineConfig, scratc
         if not os.path.isfile(args.package):
             raise UsageError(f"{args.package}: no such compiled pipeline")
         return args.package
-    from pipeline import kubeflow
+    from vocdet.pipeline import kubeflow
 
     return kubeflow.compile_pipeline(config, os.path.join(scratch, "pipeline.yaml")).path
 
 
 def _connection(args: argparse.Namespace, config: config_lib.PipelineConfig):
-    from pipeline import kfp_client
+    from vocdet.pipeline import kfp_client
 
     return kfp_client.Connection(
         host=args.host,
@@ -403,13 +403,13 @@ def _connection(args: argparse.Namespace, config: config_lib.PipelineConfig):
 
 
 def _run_parameters(args: argparse.Namespace) -> dict:
-    from pipeline.kubeflow_node import DATA_ROOT_PARAMETER
+    from vocdet.pipeline.kubeflow_node import DATA_ROOT_PARAMETER
 
     return {DATA_ROOT_PARAMETER: args.data_root} if args.data_root else {}
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from pipeline import kfp_client
+    from vocdet.pipeline import kfp_client
 
     config = _cluster_config(args)
     with tempfile.TemporaryDirectory() as scratch:
@@ -425,7 +425,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _schedule(args: argparse.Namespace) -> int:
-    from pipeline import kfp_client
+    from vocdet.pipeline import kfp_client
 
     config = _cluster_config(args)
     if args.list:
@@ -457,7 +457,7 @@ def _ingest(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     config, data_root = prepare_data_root(config)
 
-    from pipeline import local_runner
+    from vocdet.pipeline import local_runner
 
     examples_uri, counts = local_runner.ingest(config, data_root)
     print(f"\nvocdet ingest: {config.data.format} data from {data_root}")
@@ -468,7 +468,7 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from components.coco_evaluator import coco_files, report, scoring
+    from vocdet.components.coco_evaluator import coco_files, report, scoring
 
     try:
         ground_truth, detections, class_names = coco_files.load(args.gt, args.dt)
@@ -486,7 +486,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from pipeline import predict
+    from vocdet.pipeline import predict
 
     try:
         model_dir = predict.resolve_model_dir(args.model)
@@ -517,7 +517,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _backbone_weights(args: argparse.Namespace) -> int:
-    from pipeline import backbone_weights
+    from vocdet.pipeline import backbone_weights
 
     try:
         backbone = backbone_weights.write_backbone_weights(args.preset, args.out)
@@ -546,7 +546,7 @@ def _quiet_logging(verbose: bool) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", datefmt="%H:%M:%S"))
     # vocdet's own modules log under their package names; TFX logs through absl.
     handler.addFilter(
-        lambda record: record.name.startswith(("components.", "pipeline."))
+        lambda record: record.name.startswith("vocdet.")
         or record.levelno >= logging.ERROR
         or bool(_PROGRESS.search(record.getMessage()))
     )

@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from components import voc_format
-from components.settings import (  # noqa: F401  (the sections, and their names, are part of this module's API)
+from vocdet.components import voc_format
+from vocdet.components.settings import (  # noqa: F401  (the sections, and their names, are part of this module's API)
     BLESSING_METRICS,
     BOUNDING_BOX_FORMATS,
     EvalConfig,
@@ -33,7 +33,7 @@ from components.settings import (  # noqa: F401  (the sections, and their names,
     TrainerSettings,
     TransformSettings,
 )
-from components.trainer.backbones import BACKBONES  # noqa: F401
+from vocdet.components.trainer.backbones import BACKBONES  # noqa: F401
 
 
 

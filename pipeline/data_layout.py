@@ -94,7 +94,7 @@ def _link(target: str, link: str) -> None:
 
 def class_names_from_data(data_root: str, data_format: str) -> list[str]:
     """The class list the data carries: tfds's labels file, or the names in the VOC annotations."""
-    from components import voc_format
+    from vocdet.components import voc_format
 
     if data_format == TFDS:
         labels = sorted(glob.glob(os.path.join(data_root, "*", "*", "objects-label.labels.txt")))

@@ -32,13 +32,13 @@ from tfx.dsl.compiler import compiler as tfx_compiler
 from tfx.dsl.compiler import constants as tfx_constants
 from tfx.proto.orchestration import pipeline_pb2
 
-from pipeline import kubeflow_node
-from pipeline.config import KubeflowConfig, PipelineConfig
-from pipeline.pipeline import create_pipeline
+from vocdet.pipeline import kubeflow_node
+from vocdet.pipeline.config import KubeflowConfig, PipelineConfig
+from vocdet.pipeline.pipeline import create_pipeline
 
 DATA_ROOT_PARAMETER = kubeflow_node.DATA_ROOT_PARAMETER
 TRAINER_NODE = "Trainer"
-NODE_COMMAND = ["python", "-m", "pipeline.kubeflow_node"]
+NODE_COMMAND = ["python", "-m", "vocdet.pipeline.kubeflow_node"]
 # Where the object-store key is mounted, and the variable Google's libraries read it from.
 CREDENTIALS_DIR = "/var/secrets/object-store"
 CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"

@@ -4,7 +4,7 @@ This is the small equivalent of TFX's former `tfx/orchestration/kubeflow/contain
 (its v1 Kubeflow runner), which TFX 1.16 still ships but which no longer imports. Each task of the
 compiled package runs
 
-    python -m pipeline.kubeflow_node --node-ir JSON --metadata-grpc-host H --metadata-grpc-port P
+    python -m vocdet.pipeline.kubeflow_node --node-ir JSON --metadata-grpc-host H --metadata-grpc-port P
         --run-id {{$.pipeline_job_uuid}} [--parameter NAME VALUE]...
 
 and does for its one node what `LocalDagRunner.run_with_ir` does for every node: the driver (span
@@ -29,7 +29,7 @@ import logging
 import os
 import sys
 
-import components  # noqa: F401  pins tf.keras to Keras 3 before TFX loads TF Transform
+import vocdet.components  # noqa: F401  pins tf.keras to Keras 3 before TFX loads TF Transform
 
 # The KFP run parameter that fills the IR's `data_root` runtime parameter (ExampleGen's input base).
 DATA_ROOT_PARAMETER = "data_root"
@@ -178,7 +178,7 @@ def node_state(store, pipeline_name: str, node_id: str, run_id: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.kubeflow_node", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m vocdet.pipeline.kubeflow_node", description=__doc__.splitlines()[0])
     parser.add_argument("--node-ir", required=True, help="the node's pipeline IR, JSON")
     parser.add_argument("--run-id", required=True, help="the KFP run's id (TFX's pipeline-run-id)")
     parser.add_argument("--metadata-grpc-host", required=True)

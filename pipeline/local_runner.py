@@ -17,8 +17,8 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
-from pipeline.config import PipelineConfig
-from pipeline.pipeline import create_ingest_pipeline, create_pipeline
+from vocdet.pipeline.config import PipelineConfig
+from vocdet.pipeline.pipeline import create_ingest_pipeline, create_pipeline
 
 RUNNERS = ("local", "beam")
 
@@ -114,7 +114,7 @@ def ingest_counts(examples_uri: str) -> dict[str, dict[str, int]]:
     """Per split: the records written, and for VOCdevkit input the repaired and rejected ones."""
     import tensorflow as tf
 
-    from components.voc_example_gen import executor as voc_executor
+    from vocdet.components.voc_example_gen import executor as voc_executor
 
     report = os.path.join(examples_uri, voc_executor.REPORT_DIR, voc_executor.SUMMARY_FILE)
     if os.path.exists(report):

@@ -28,7 +28,7 @@ from google.protobuf import json_format
 from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from pipeline import kubeflow_node
+from vocdet.pipeline import kubeflow_node
 
 _INPUT_PARAMETER = re.compile(r"\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}")
 _PLACEHOLDER = re.compile(r"\{\{\$[^}]*\}\}")
@@ -224,7 +224,7 @@ def local_data_root(package: Package, output_dir: str, data_dirs: list[str], par
     `--data` folders as `vocdet run` lays them out (a `span-<N>/` root as it is); without them,
     the parameter's default on the stand-in PVC, filled with the generated sample if empty.
     """
-    from pipeline import data_layout, sample_data
+    from vocdet.pipeline import data_layout, sample_data
 
     if data_dirs:
         if len(data_dirs) == 1 and any(name.startswith("span-") for name in os.listdir(data_dirs[0])):

@@ -18,16 +18,16 @@ from tfx.components import FileBasedExampleGen
 from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 
-from components.atomic_pusher import executor as atomic_pusher
-from components.coco_evaluator.baseline import LatestBlessedBaselineStrategy
-from components.coco_evaluator.component import CocoEvaluator
-from components.serving_check.component import ServingCheck
-from components.voc_example_gen import executor as voc_example_gen
-from pipeline import data_layout
-from pipeline.config import PipelineConfig
+from vocdet.components.atomic_pusher import executor as atomic_pusher
+from vocdet.components.coco_evaluator.baseline import LatestBlessedBaselineStrategy
+from vocdet.components.coco_evaluator.component import CocoEvaluator
+from vocdet.components.serving_check.component import ServingCheck
+from vocdet.components.voc_example_gen import executor as voc_example_gen
+from vocdet.pipeline import data_layout
+from vocdet.pipeline.config import PipelineConfig
 
-TRANSFORM_FN = "components.transform.preprocessing_fn"
-TRAINER_RUN_FN = "components.trainer.module.run_fn"
+TRANSFORM_FN = "vocdet.components.transform.preprocessing_fn"
+TRAINER_RUN_FN = "vocdet.components.trainer.module.run_fn"
 
 
 def create_pipeline(

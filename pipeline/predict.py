@@ -17,8 +17,8 @@ import os
 
 from PIL import Image, UnidentifiedImageError
 
-from components import visualization
-from components.atomic_pusher import push
+from vocdet.components import visualization
+from vocdet.components.atomic_pusher import push
 
 
 class PredictError(ValueError):

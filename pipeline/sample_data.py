@@ -23,7 +23,7 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-from components import voc_format
+from vocdet.components import voc_format
 
 SHAPES = ("ellipse", "rectangle", "triangle", "diamond", "cross")
 TEXTURES = ("solid", "stripes", "checker", "dots")

@@ -8,7 +8,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from pipeline import sample_data  # noqa: E402
+from vocdet.pipeline import sample_data  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +42,7 @@ def pipeline_run(small_voc_root, tmp_path_factory):
     """One `vocdet run` (LocalDagRunner) on the small sample, shared by the e2e tests: (config, summary)."""
     import yaml
 
-    from pipeline import cli, config as config_lib, local_runner
+    from vocdet.pipeline import cli, config as config_lib, local_runner
 
     output = tmp_path_factory.mktemp("run")
     overrides = tmp_path_factory.mktemp("cfg") / "tiny.yaml"

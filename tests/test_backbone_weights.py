@@ -4,7 +4,7 @@ import socket
 
 import pytest
 
-from pipeline import cli
+from vocdet.pipeline import cli
 
 
 def test_without_network_the_error_is_one_line_naming_the_preset(tmp_path, monkeypatch, capsys):

@@ -2,7 +2,7 @@
 
 from tfx.types import standard_artifacts
 
-from components.coco_evaluator.baseline import (
+from vocdet.components.coco_evaluator.baseline import (
     CANDIDATE_KEY,
     MODEL_BLESSING_KEY,
     MODEL_KEY,

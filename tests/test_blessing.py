@@ -1,4 +1,4 @@
-from components.coco_evaluator import blessing
+from vocdet.components.coco_evaluator import blessing
 
 
 def test_first_model_is_judged_on_the_threshold_alone():

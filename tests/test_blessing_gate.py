@@ -11,16 +11,16 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-from components.atomic_pusher import executor as pusher_executor
+from vocdet.components.atomic_pusher import executor as pusher_executor
 from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_artifacts
 from tfx.utils import proto_utils
 
-from components import voc_format
-from components.coco_evaluator import executor as evaluator_executor
-from components.coco_evaluator import evaluation
-from components.voc_example_gen import convert
-from pipeline import config as config_lib
+from vocdet.components import voc_format
+from vocdet.components.coco_evaluator import executor as evaluator_executor
+from vocdet.components.coco_evaluator import evaluation
+from vocdet.components.voc_example_gen import convert
+from vocdet.pipeline import config as config_lib
 
 
 class OracleDetector(tf.Module):

@@ -9,7 +9,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 
-from pipeline import cli, local_runner
+from vocdet.pipeline import cli, local_runner
 
 RESOLVERS = ("baseline_model_resolver",)
 

@@ -5,7 +5,7 @@ import importlib.metadata
 import pytest
 import yaml
 
-from pipeline import cli
+from vocdet.pipeline import cli
 
 
 def test_an_abbreviated_option_is_refused_with_a_suggestion(capsys):

@@ -9,7 +9,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from components.coco_evaluator import coco_metrics
+from vocdet.components.coco_evaluator import coco_metrics
 
 
 def _reference(ground_truth, detections, tmp_path):

@@ -3,7 +3,7 @@ import json
 import pytest
 import yaml
 
-from pipeline import config as config_lib
+from vocdet.pipeline import config as config_lib
 
 
 @pytest.mark.parametrize("preset", sorted(config_lib.PRESETS))
@@ -53,7 +53,7 @@ def test_invalid_value_is_rejected():
 
 
 def test_each_component_gets_its_own_slice_and_it_round_trips():
-    from components import settings
+    from vocdet.components import settings
 
     config = config_lib.voc_guide()
     for slice_, cls in (
@@ -73,10 +73,10 @@ def test_code_inside_components_does_not_import_pipeline():
     import subprocess
     import sys
 
-    modules = ["components.transform", "components.trainer.module", "components.coco_evaluator.executor",
-               "components.coco_evaluator.component", "components.serving_check.executor",
-               "components.voc_example_gen.executor", "components.atomic_pusher.executor"]
-    code = "import sys\n" + "".join(f"import {m}\n" for m in modules) + "print(sorted(m for m in sys.modules if m == 'pipeline' or m.startswith('pipeline.')))"
+    modules = ["vocdet.components.transform", "vocdet.components.trainer.module", "vocdet.components.coco_evaluator.executor",
+               "vocdet.components.coco_evaluator.component", "vocdet.components.serving_check.executor",
+               "vocdet.components.voc_example_gen.executor", "vocdet.components.atomic_pusher.executor"]
+    code = "import sys\n" + "".join(f"import {m}\n" for m in modules) + "print(sorted(m for m in sys.modules if m == 'vocdet.pipeline' or m.startswith('vocdet.pipeline.')))"
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert completed.stdout.strip().splitlines()[-1] == "[]"
@@ -102,7 +102,7 @@ def test_the_demo_blesses_only_a_model_that_detects():
 def test_the_demo_starts_from_the_shipped_sample_checkpoint():
     import os
 
-    from components.trainer import checkpoint
+    from vocdet.components.trainer import checkpoint
 
     demo = config_lib.demo()
     assert demo.model.init_checkpoint == "sample"

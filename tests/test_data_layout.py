@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from pipeline import data_layout
+from vocdet.pipeline import data_layout
 
 
 def test_voc_folder_is_recognised_from_every_usual_level(small_voc_root, tmp_path):
@@ -49,7 +49,7 @@ def test_span_patterns_use_tfx_span_placeholder():
 
 
 def test_custom_dataset_class_list_comes_from_annotations_or_labels_file(tmp_path):
-    from components import voc_format
+    from vocdet.components import voc_format
 
     voc = tmp_path / "custom" / "VOC2024" / "Annotations"
     voc.mkdir(parents=True)

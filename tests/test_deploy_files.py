@@ -76,12 +76,12 @@ def test_runtime_stage_is_non_root_without_build_tools_and_keeps_keras_3():
 
 
 def test_the_commands_tasks_run_exist_in_the_installed_project():
-    """The compiled package's task command (`python -m pipeline.kubeflow_node`) and the module files it loads."""
-    from pipeline import kubeflow
+    """The compiled package's task command (`python -m vocdet.pipeline.kubeflow_node`) and the module files it loads."""
+    from vocdet.pipeline import kubeflow
 
     assert kubeflow.NODE_COMMAND[:2] == ["python", "-m"]
     assert importlib.util.find_spec(kubeflow.NODE_COMMAND[2])
-    assert importlib.util.find_spec("components.trainer.module") and importlib.util.find_spec("components.transform")
+    assert importlib.util.find_spec("vocdet.components.trainer.module") and importlib.util.find_spec("vocdet.components.transform")
     copied = {arguments.split()[0] for instruction, arguments in _dockerfile_stages()[0] if instruction == "COPY"}
     assert {"pipeline", "components", "pyproject.toml"} <= copied
     scripts = importlib.metadata.distribution("vocdet").entry_points
@@ -154,7 +154,7 @@ def test_containers_are_non_root_with_requests_and_limits(manifests):
 
 
 def test_serving_reads_the_folder_the_pusher_writes(manifests):
-    from pipeline import config as config_lib
+    from vocdet.pipeline import config as config_lib
 
     kubeflow, push = config_lib.KubeflowConfig(), config_lib.PushConfig()
     (serving,) = [spec for name, spec in _pod_specs(manifests) if name == "vocdet-serving"]
@@ -171,14 +171,14 @@ def test_rbac_grants_no_more_than_the_launcher_needs(manifests):
     (role,) = [document for document in manifests if document["kind"] == "Role"]
     granted = {(resource, verb) for rule in role["rules"] for resource in rule["resources"] for verb in rule["verbs"]}
     assert granted == {("configmaps", "get"), ("pods", "get"), ("pods", "patch")}
-    from pipeline import config as config_lib
+    from vocdet.pipeline import config as config_lib
 
     accounts = {document["metadata"]["name"] for document in manifests if document["kind"] == "ServiceAccount"}
     assert config_lib.KubeflowConfig().service_account in accounts
 
 
 def test_cronjob_submits_with_the_cli_and_a_projected_token(manifests):
-    from pipeline import cli
+    from vocdet.pipeline import cli
 
     (cronjob,) = [document for document in manifests if document["kind"] == "CronJob"]
     (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
@@ -188,3 +188,9 @@ def test_cronjob_submits_with_the_cli_and_a_projected_token(manifests):
     args = cli._parser().parse_args(command[1:])
     assert args.host.startswith("http://ml-pipeline.kubeflow") and args.warm_start
     assert args.token_file.startswith("/var/run/secrets/kubeflow/pipelines/")
+
+
+def test_the_project_installs_under_one_package_name():
+    """pipeline/ and components/ install as vocdet.pipeline and vocdet.components: nothing generic at the top."""
+    top_level = importlib.metadata.distribution("vocdet").read_text("top_level.txt").split()
+    assert top_level == ["vocdet"]

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from components import features, voc_format
-from pipeline import cli
+from vocdet.components import features, voc_format
+from vocdet.pipeline import cli
 
 pytestmark = pytest.mark.e2e
 

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-import components  # noqa: F401  (Keras 3 before TensorFlow)
+import vocdet.components  # noqa: F401  (Keras 3 before TensorFlow)
 import tensorflow as tf
-from components.trainer import input_pipeline
-from pipeline import config as config_lib
+from vocdet.components.trainer import input_pipeline
+from vocdet.pipeline import config as config_lib
 
 # Two solid objects on black, in xywh pixels: a red one and a green one.
 OBJECTS = {0: (40, 30, 120, 60), 1: (200, 90, 60, 90)}

@@ -13,7 +13,7 @@ from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.proto.orchestration import pipeline_pb2 as tfx_pipeline_pb2
 
-from pipeline import cli, config as config_lib, kubeflow
+from vocdet.pipeline import cli, config as config_lib, kubeflow
 from tests.kfp_api_double import KfpApiDouble
 
 IMAGE = "registry.example.com/vocdet:1.2.3"
@@ -200,7 +200,7 @@ def test_submit_uploads_the_pipeline_and_starts_a_run(compiled, kfp_api, capsys)
     version = kfp_api.calls("POST", "/apis/v2beta1/pipelines/upload_version")
     assert len(upload) == 1 and upload[0].query["name"] == ["vocdet"]
     assert len(version) == 1 and version[0].query["pipelineid"] == ["pipeline-1"]
-    assert b"pipeline.kubeflow_node" in version[0].body  # the compiled package itself
+    assert b"vocdet.pipeline.kubeflow_node" in version[0].body  # the compiled package itself
     (run,) = kfp_api.calls("POST", "/apis/v2beta1/runs")
     body = run.json()
     assert body["pipeline_version_reference"] == {"pipeline_id": "pipeline-1", "pipeline_version_id": "version-1"}

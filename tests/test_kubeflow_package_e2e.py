@@ -14,7 +14,7 @@ import yaml
 from ml_metadata.metadata_store import metadata_store
 from tfx.orchestration import metadata
 
-from pipeline import cli, kubeflow_node, local_runner, package_runner
+from vocdet.pipeline import cli, kubeflow_node, local_runner, package_runner
 from tests.test_pipeline_e2e import _LOAD_AND_PREDICT
 
 IMAGE = "registry.example.com/vocdet:test"

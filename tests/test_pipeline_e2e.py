@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from pipeline import cli, config as config_lib, local_runner
+from vocdet.pipeline import cli, config as config_lib, local_runner
 
 # Runs in a fresh interpreter: plain TensorFlow, no project code, as TF Serving would.
 _LOAD_AND_PREDICT = """
@@ -79,7 +79,7 @@ def test_pushed_model_loads_in_a_fresh_process_and_detects(pipeline_run, small_v
         assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
     assert set(result["names"]) <= set(config_lib.demo().data.class_names)
     # The demo starts from the shipped sample checkpoint: a confident box of the right class on an object.
-    from components import voc_format
+    from vocdet.components import voc_format
 
     with open(os.path.join(small_voc_root, "VOC2007", "Annotations", "000001.xml"), "rb") as handle:
         objects = voc_format.parse_annotation_xml(handle.read(), source="000001.xml").objects
@@ -119,7 +119,7 @@ def test_data_profile_comes_from_transform_analyzers(pipeline_run, small_voc_roo
     assert summary.data_profile and os.path.exists(summary.data_profile)
     with open(os.path.join(os.path.dirname(summary.data_profile), "data_profile.json")) as handle:
         profile = json.load(handle)
-    from components import voc_format
+    from vocdet.components import voc_format
 
     expected = {}
     for split in ("train", "val"):  # Transform analyses the training splits
@@ -134,7 +134,7 @@ def test_data_profile_comes_from_transform_analyzers(pipeline_run, small_voc_roo
 
 @pytest.mark.e2e
 def test_evaluation_report_is_complete(pipeline_run):
-    from components.coco_evaluator import report
+    from vocdet.components.coco_evaluator import report
 
     _, summary = pipeline_run
     with open(os.path.join(summary.evaluation_dir, report.METRICS_FILE)) as handle:
@@ -235,7 +235,7 @@ def test_scheduled_runs_train_on_the_newest_spans_and_warm_start(small_voc_root,
     assert boxes_trained_on(second) == 2 * boxes_trained_on(first)
     # Run 2's Trainer consumed run 1's blessed model, whose Keras weights sit beside its SavedModel.
     assert second.warm_started_from == first_model
-    from components.trainer import warm_start
+    from vocdet.components.trainer import warm_start
 
     assert os.path.exists(warm_start.weights_path(os.path.join(first_model, "Format-Serving")))
 

@@ -8,12 +8,12 @@ import time
 
 import pytest
 
-from components.atomic_pusher import push
-from components.serving_check import check
+from vocdet.components.atomic_pusher import push
+from vocdet.components.serving_check import check
 
 _PUSH = """
 import sys
-from components.atomic_pusher import push
+from vocdet.components.atomic_pusher import push
 push.push(sys.argv[1], sys.argv[2], keep_versions=3)
 """
 

@@ -1,7 +1,7 @@
 import os
 
-from components import voc_format
-from pipeline import sample_data
+from vocdet.components import voc_format
+from vocdet.pipeline import sample_data
 
 
 def test_layout_and_image_sets(small_voc_root):

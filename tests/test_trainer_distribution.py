@@ -19,14 +19,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # weight update. global_clipnorm is set low enough that clipping acts on that step.
 _MIRRORED = r"""
 import glob, json, sys
-import components  # pins tf.keras to Keras 3 before TensorFlow loads
+import vocdet.components  # pins tf.keras to Keras 3 before TensorFlow loads
 import tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras, numpy as np
 import tensorflow_transform as tft
-from components.trainer import input_pipeline, model as model_lib
-from pipeline import config as config_lib
+from vocdet.components.trainer import input_pipeline, model as model_lib
+from vocdet.pipeline import config as config_lib
 
 # A frozen backbone keeps BatchNorm in inference mode: per-replica batch statistics would
 # otherwise make 2 + 2 images differ from 4 by construction.
@@ -93,8 +93,8 @@ _TRAIN = r"""
 import json, logging, sys
 logging.basicConfig(level=logging.INFO, format="%(name)s %(message)s")
 from tfx.components.trainer.fn_args_utils import FnArgs
-from components.trainer.module import run_fn
-from pipeline import config as config_lib
+from vocdet.components.trainer.module import run_fn
+from vocdet.pipeline import config as config_lib
 
 train, transform_output, model_run_dir, serving_dir, *train_files = sys.argv[1:]
 config = config_lib.demo().with_overrides({"train": json.loads(train)})

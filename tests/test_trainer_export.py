@@ -16,13 +16,13 @@ from tests.test_pipeline_e2e import _LOAD_AND_PREDICT
 def test_exported_model_puts_boxes_on_the_objects_it_learned(pipeline_run, tmp_path):
     """run_fn learns one image (heads on a frozen backbone: about a minute on 2 cores), exports,
     and the SavedModel, given that image's JPEG bytes in a plain-TF process, finds its objects."""
-    import components  # noqa: F401  (Keras 3 before TensorFlow)
+    import vocdet.components  # noqa: F401  (Keras 3 before TensorFlow)
     import keras_cv
     import tensorflow as tf
     from tfx.components.trainer.fn_args_utils import FnArgs
 
-    from components import features
-    from components.trainer.module import run_fn
+    from vocdet.components import features
+    from vocdet.components.trainer.module import run_fn
 
     config, _ = pipeline_run
     root = config.pipeline_root
@@ -86,7 +86,7 @@ def test_exported_model_puts_boxes_on_the_objects_it_learned(pipeline_run, tmp_p
 def test_degenerate_detections_never_leave_the_serving_signature():
     import tensorflow as tf
 
-    from components.trainer.serving import drop_degenerate_detections
+    from vocdet.components.trainer.serving import drop_degenerate_detections
 
     boxes = tf.constant([[[0.0, 472.0, 0.0, 472.0], [10.0, 10.0, 50.0, 40.0], [5.0, 5.0, 5.5, 30.0], [0, 0, 0, 0]]])
     scores = tf.constant([[0.9, 0.8, 0.7, 0.0]])

@@ -10,9 +10,9 @@ import tensorflow as tf
 from hypothesis import given, settings
 from PIL import Image
 
-from components import features
-from components.transform import convert_boxes, preprocessing_fn
-from pipeline import config as config_lib
+from vocdet.components import features
+from vocdet.components.transform import convert_boxes, preprocessing_fn
+from vocdet.pipeline import config as config_lib
 
 FORMATS = [f for f in config_lib.BOUNDING_BOX_FORMATS]
 
@@ -115,7 +115,7 @@ def test_preprocessing_fn_edge_cases(bounding_box_format):
 
 
 def test_bucket_quantiles():
-    from components.trainer.data_profile import bucket_quantiles
+    from vocdet.components.trainer.data_profile import bucket_quantiles
 
     histogram = {"0-8px": 10, "8-16px": 40, "16-32px": 40, "32-64px": 10}
     assert bucket_quantiles(histogram) == {"p10": "0-8px", "p25": "8-16px", "p50": "8-16px", "p75": "16-32px", "p90": "16-32px"}

@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from components import features, voc_format
-from components.voc_example_gen import convert
+from vocdet.components import features, voc_format
+from vocdet.components.voc_example_gen import convert
 
 CLASSES = voc_format.VOC_CLASSES
 

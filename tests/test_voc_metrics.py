@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from components.coco_evaluator import voc_metrics
+from vocdet.components.coco_evaluator import voc_metrics
 
 BOX = [10.0, 10.0, 50.0, 50.0]
 FAR = [200.0, 200.0, 240.0, 240.0]

@@ -15,7 +15,7 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, json_utils, proto_utils
 
-from components.atomic_pusher import push
+from vocdet.components.atomic_pusher import push
 
 KEEP_VERSIONS_KEY = "keep_versions"
 # PushedModel custom property: 1 when the model was already the newest serving version.

@@ -17,9 +17,9 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
-from components.coco_evaluator import executor
-from components.settings import EvaluatorSettings
-from components.coco_evaluator.executor import (
+from vocdet.components.coco_evaluator import executor
+from vocdet.components.settings import EvaluatorSettings
+from vocdet.components.coco_evaluator.executor import (
     BASELINE_MODEL_KEY,
     BLESSING_KEY,
     CUSTOM_CONFIG_KEY,

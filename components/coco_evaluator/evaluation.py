@@ -17,8 +17,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from components import features
-from components.coco_evaluator import coco_metrics, report, scoring
+from vocdet.components import features
+from vocdet.components.coco_evaluator import coco_metrics, report, scoring
 
 _logger = logging.getLogger(__name__)
 

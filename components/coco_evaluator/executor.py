@@ -18,8 +18,8 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components.coco_evaluator import blessing, evaluation, report
-from components.settings import EvaluatorSettings
+from vocdet.components.coco_evaluator import blessing, evaluation, report
+from vocdet.components.settings import EvaluatorSettings
 
 _logger = logging.getLogger(__name__)
 

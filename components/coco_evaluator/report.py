@@ -18,7 +18,7 @@ import os
 
 import numpy as np
 
-from components import visualization
+from vocdet.components import visualization
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"

@@ -11,7 +11,7 @@ import collections
 
 import numpy as np
 
-from components.coco_evaluator import coco_metrics, voc_metrics
+from vocdet.components.coco_evaluator import coco_metrics, voc_metrics
 
 
 def score(ground_truth: dict, detections: list[dict], class_names: list[str]) -> tuple[dict, dict]:

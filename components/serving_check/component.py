@@ -11,8 +11,8 @@ from tfx.dsl.components.base import base_component, executor_spec
 from tfx.types import standard_artifacts
 from tfx.types.component_spec import ChannelParameter, ExecutionParameter
 
-from components.serving_check import executor
-from components.serving_check.executor import BLESSING_KEY, EXAMPLES_KEY, MODEL_KEY, NUM_IMAGES_KEY, SPLIT_KEY
+from vocdet.components.serving_check import executor
+from vocdet.components.serving_check.executor import BLESSING_KEY, EXAMPLES_KEY, MODEL_KEY, NUM_IMAGES_KEY, SPLIT_KEY
 
 
 class ServingCheckSpec(types.ComponentSpec):

@@ -11,7 +11,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
-from components.serving_check import check
+from vocdet.components.serving_check import check
 
 EXAMPLES_KEY = "examples"
 MODEL_KEY = "model"

@@ -23,7 +23,7 @@ import time
 
 import keras
 
-from components.trainer import distribution, model as model_lib
+from vocdet.components.trainer import distribution, model as model_lib
 
 MONITOR = "loss"
 

@@ -15,7 +15,7 @@ import json
 import math
 import os
 
-from components import transform
+from vocdet.components import transform
 
 PROFILE_JSON = "data_profile.json"
 PROFILE_PNG = "data_profile.png"

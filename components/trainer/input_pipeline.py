@@ -36,7 +36,7 @@ from __future__ import annotations
 import keras_cv
 import tensorflow as tf
 
-from components import features
+from vocdet.components import features
 
 
 def decode_example(serialized: tf.Tensor, feature_spec: dict) -> dict:

@@ -29,7 +29,7 @@ from keras.src.backend.tensorflow.trainer import _collective_all_reduce_multi_wo
 from keras_cv.src.models.object_detection.retinanet.feature_pyramid import FeaturePyramid
 from keras_cv.src.models.object_detection.retinanet.prediction_head import PredictionHead
 
-from components.trainer.backbones import BACKBONE_ARCHITECTURES, BACKBONES, CSP_DARKNET_ARCHITECTURES
+from vocdet.components.trainer.backbones import BACKBONE_ARCHITECTURES, BACKBONES, CSP_DARKNET_ARCHITECTURES
 
 # 3 scales x 3 aspect ratios, as KerasCV's RetinaNet.
 ANCHORS_PER_LOCATION = 9

@@ -13,7 +13,7 @@ import tempfile
 
 import tensorflow_transform as tft
 
-from components.trainer import (
+from vocdet.components.trainer import (
     callbacks as callbacks_lib,
     checkpoint,
     data_profile,
@@ -23,7 +23,7 @@ from components.trainer import (
     serving,
     warm_start,
 )
-from components.settings import TrainerSettings
+from vocdet.components.settings import TrainerSettings
 
 _logger = logging.getLogger(__name__)
 

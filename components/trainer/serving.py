@@ -29,8 +29,8 @@ from __future__ import annotations
 import keras_cv
 import tensorflow as tf
 
-from components import features
-from components.trainer import input_pipeline
+from vocdet.components import features
+from vocdet.components.trainer import input_pipeline
 
 # Detections thinner than this in the image's own pixels, once clipped to it, are dropped.
 MIN_BOX_SIDE_PX = 1.0

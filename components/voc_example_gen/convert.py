@@ -27,7 +27,7 @@ import os
 
 from PIL import Image, UnidentifiedImageError
 
-from components import features, voc_format
+from vocdet.components import features, voc_format
 
 WRITTEN = "written"
 REPAIRED = "repaired"

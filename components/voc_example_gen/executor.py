@@ -28,7 +28,7 @@ from tfx.components.example_gen import base_example_gen_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 
-from components.voc_example_gen import convert
+from vocdet.components.voc_example_gen import convert
 
 _logger = logging.getLogger(__name__)
 
