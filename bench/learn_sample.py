@@ -1,6 +1,6 @@
 """Does it learn? The whole pipeline on the generated sample, CPU configuration, <= 30 minutes.
 
-Runs `vocdet run` with the recipe of the shipped checkpoint (`pipeline.sample_weights.RECIPE`:
+Runs `vocdet run` with the recipe of the shipped checkpoint (`vocdet.pipeline.sample_weights.RECIPE`:
 the demo preset's architecture from random weights, 1,200 sample images, 30 epochs), on the
 demo's own draw of the sample (seed 0), and reports the Trainer's wall time (from
 ML Metadata) and the Evaluator's COCO mAP and mAP@0.5 on the sample's test
