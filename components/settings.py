@@ -139,16 +139,20 @@ class EvalConfig:
 
 
 
+class _ComponentSettings:
+    """A component's slice of the configuration, as the JSON-serialisable dict TFX stores."""
+
+    def to_custom_config(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 @dataclasses.dataclass
-class TransformSettings:
+class TransformSettings(_ComponentSettings):
     """What `preprocessing_fn` reads."""
 
     bounding_box_format: str
     image_size: int
     class_names: list[str]
-
-    def to_custom_config(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     @classmethod
     def from_custom_config(cls, custom_config: dict[str, Any]) -> "TransformSettings":
@@ -156,15 +160,12 @@ class TransformSettings:
 
 
 @dataclasses.dataclass
-class TrainerSettings:
+class TrainerSettings(_ComponentSettings):
     """What `run_fn` reads."""
 
     model: ModelConfig
     train: TrainConfig
     class_names: list[str]
-
-    def to_custom_config(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     @classmethod
     def from_custom_config(cls, custom_config: dict[str, Any]) -> "TrainerSettings":
@@ -176,7 +177,7 @@ class TrainerSettings:
 
 
 @dataclasses.dataclass
-class EvaluatorSettings:
+class EvaluatorSettings(_ComponentSettings):
     """What CocoEvaluator reads."""
 
     eval: EvalConfig
@@ -184,9 +185,6 @@ class EvaluatorSettings:
     eval_split: str
     # Predictions drawn in the gallery (the serving model's own threshold is the low evaluation one).
     display_confidence_threshold: float
-
-    def to_custom_config(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
     @classmethod
     def from_custom_config(cls, custom_config: dict[str, Any]) -> "EvaluatorSettings":
