@@ -10,6 +10,7 @@ through KerasCV.
 from __future__ import annotations
 
 import dataclasses
+import math
 import xml.etree.ElementTree as ElementTree
 
 # Class names in tfds's `voc` id order (`objects-label.labels.txt`).
@@ -43,6 +44,8 @@ VOC_POSES = ("frontal", "rear", "left", "right", "unspecified")
 ANNOTATIONS_DIR = "Annotations"
 IMAGES_DIR = "JPEGImages"
 IMAGE_SETS_DIR = "ImageSets/Main"
+# Image files an annotation may sit beside (any case), VOC's own first.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 class VocFormatError(ValueError):
@@ -157,13 +160,17 @@ def _format_coordinate(value: float) -> str:
 
 
 def _read_number(parent: ElementTree.Element, tag: str, where: str, kind: type):
+    """A finite number: `nan` and `inf` parse as floats, and would pass every comparison-based check later."""
     text = parent.findtext(tag)
     if text is None or not text.strip():
         raise VocFormatError(f"{where}: missing <{tag}>")
     try:
-        return kind(float(text)) if kind is int else kind(text)
+        value = float(text)
     except ValueError:
         raise VocFormatError(f"{where}: <{tag}> is not a number: {text.strip()!r}") from None
+    if not math.isfinite(value):
+        raise VocFormatError(f"{where}: <{tag}> is not a finite number: {text.strip()!r}")
+    return int(value) if kind is int else kind(value)
 
 
 def _read_flag(node: ElementTree.Element, tag: str) -> bool:

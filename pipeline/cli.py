@@ -262,36 +262,50 @@ def config_from_args(args: argparse.Namespace) -> config_lib.PipelineConfig:
 
 
 def prepare_data_root(config: config_lib.PipelineConfig) -> tuple[config_lib.PipelineConfig, str]:
-    """(config with data.format set, data root) for the folders the config names.
+    """(config with data.format, split_by and class_names set, data root) for the folders the config names.
 
     With no folders, the generated sample (made or reused under output_dir).
     A span-laid-out root is used as it is; otherwise a root of links to the
-    given folders is built under output_dir.
+    given folders, whatever their layouts, is built under output_dir.
     """
-    data_dirs = config.data.data_dirs
-    if config.data.spans:
+    data = config.data
+    data_dirs = data.data_dirs
+    needed = tuple(data.train_splits + [data.eval_split])
+    if data.spans:
         if len(data_dirs) != 1:
             raise UsageError("--spans takes exactly one --data root laid out as span-<N>/...")
         spans = sorted(glob.glob(os.path.join(data_dirs[0], "span-*")))
         if not spans:
             raise UsageError(f"{data_dirs[0]}: no span-<N> folders")
-        data_format = data_layout.detect_source(spans[-1]).format
+        source = data_layout.detect_source(spans[-1])
+        if source.layout not in ("VOCdevkit", "tfds"):
+            raise UsageError(f"{spans[-1]}: a span must hold VOC<name>/ folders (Annotations, JPEGImages[, ImageSets/Main])")
+        split_by = data_layout.SPLIT_BY_LISTS if set(needed) <= source.splits_listed() else data_layout.SPLIT_BY_HASH
+        data_format, descriptions = source.format, [f"{spans[-1]}: {source.layout} layout (the newest span)"]
         root = os.path.abspath(data_dirs[0])
     else:
         if not data_dirs:
-            spec = sample_data.SampleSpec(num_images=config.data.sample_images, seed=config.data.sample_seed)
+            spec = sample_data.SampleSpec(num_images=data.sample_images, seed=data.sample_seed)
             sample_data.make_sample(config.sample_dir, spec)
             data_dirs = [config.sample_dir]
             print(f"vocdet: sample data in {os.path.abspath(config.sample_dir)} ({spec.num_images} images)", flush=True)
         root = os.path.abspath(os.path.join(config.output_dir, "data-root"))
-        data_format = data_layout.make_data_root(data_dirs, root)
-    if config.data.labels_file:
-        class_names = data_layout.read_labels_file(config.data.labels_file)
-    elif config.data.class_names:
-        class_names = config.data.class_names
+        built = data_layout.make_data_root(data_dirs, root, needed)
+        data_format, split_by, descriptions = built.format, built.split_by, list(built.descriptions)
+    if data.split_by != "auto":
+        split_by = data.split_by
+    for line in descriptions:
+        print(f"vocdet: {line}", flush=True)
+    if split_by == data_layout.SPLIT_BY_HASH:
+        print("vocdet: splits derived by ExampleGen from a hash of each image id (data.derived_split)", flush=True)
+    if data.labels_file:
+        class_names = data_layout.read_labels_file(data.labels_file)
+    elif data.class_names:
+        class_names = data.class_names
     else:
         class_names = data_layout.class_names_from_data(root, data_format)
-    return config.with_overrides({"data": {"format": data_format, "class_names": class_names}}), root
+    overrides = {"format": data_format, "class_names": class_names, "split_by": split_by}
+    return config.with_overrides({"data": overrides}), root
 
 
 def _make_sample(args: argparse.Namespace) -> int:
@@ -462,7 +476,7 @@ def _ingest(args: argparse.Namespace) -> int:
     examples_uri, counts = local_runner.ingest(config, data_root)
     print(f"\nvocdet ingest: {config.data.format} data from {data_root}")
     print(f"  examples: {examples_uri}")
-    for line in local_runner.count_lines(counts):
+    for line in local_runner.count_lines(counts) + local_runner.ingest_notes(examples_uri):
         print(f"  {line}")
     return 0
 

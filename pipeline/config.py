@@ -57,7 +57,17 @@ class DataConfig:
     spans: bool = False
     span: int = 0
     train_on_last_spans: int = 1
-    # Fail the run when any record is rejected, instead of reporting it.
+    # How splits are made: "lists" (ImageSets lists, or a tool's split folders), "hash" (ExampleGen
+    # splits every annotated image by a hash of its id, in `derived_split` shares), or "auto": lists
+    # when the data's lists give every split, else hash (the CLI decides from --data).
+    split_by: str = "auto"
+    derived_split: dict[str, int] = dataclasses.field(
+        default_factory=lambda: {"train": 80, "validation": 10, "test": 10}
+    )
+    # Images above this many pixels are rejected from their header, before any decoding (a
+    # 13000x13000 JPEG takes 500 MB decoded, and several of them a worker's memory).
+    max_image_pixels: int = 50_000_000
+    # Fail the run when any record is rejected, or an image is in more than one split, instead of reporting it.
     strict: bool = False
     # Class names in id order. Empty: taken from the data (a tfds build's labels
     # file, or the sorted names found in the VOC annotations). labels_file, one
@@ -82,6 +92,20 @@ class DataConfig:
             raise ValueError("data.span must be >= 0 (0: newest) and data.train_on_last_spans >= 1")
         if len(set(self.class_names)) != len(self.class_names):
             raise ValueError("data: class_names must be unique")
+        if self.split_by not in ("auto", "lists", "hash"):
+            raise ValueError(f"data.split_by must be 'auto', 'lists' or 'hash', got {self.split_by!r}")
+        if self.split_by == "hash":
+            needed = set(self.train_splits + [self.eval_split])
+            shares = {split: self.derived_split.get(split, 0) for split in needed | set(self.derived_split)}
+            if any((share > 0) != (split in needed) or share < 0 for split, share in shares.items()):
+                raise ValueError(
+                    f"data.derived_split must give a positive share to each split used, {sorted(needed)}, "
+                    f"and 0 to any other; got {self.derived_split}"
+                )
+            if self.format != "voc" or self.train_year != self.eval_year:
+                raise ValueError("data.split_by 'hash' needs VOC-format data and one year glob (train_year == eval_year)")
+        if self.max_image_pixels < 1:
+            raise ValueError(f"data.max_image_pixels must be positive, got {self.max_image_pixels}")
 
 
 @dataclasses.dataclass

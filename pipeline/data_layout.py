@@ -2,20 +2,24 @@
 
 Two formats come in, recognised from their layout:
 
-- `voc`: VOCdevkit folders, `VOC<year>/{Annotations,JPEGImages,ImageSets/Main}`,
-  read by our Beam ExampleGen executor;
+- `voc`: VOC annotation XML and images, read by our Beam ExampleGen executor,
+  in any of the layouts datasets and labelling tools write (`LAYOUTS`):
+  VOCdevkit, CVAT's "PASCAL VOC 1.1" export, Label Studio's VOC export,
+  LabelImg's flat folder, Roboflow's `train/ valid/ test/` folders;
 - `tfds`: TensorFlow Datasets' `voc` build, `<year>/<version>/voc-<split>.tfrecord-*`,
   read by TFX's ImportExampleGen as they are.
 
 Both give tfds's split names: `train`, `validation` and `test` (VOC's
-`train.txt`, `val.txt`, `test.txt`).
+`train.txt`, `val.txt`, `test.txt`; other tools' list or folder names map to
+them case-insensitively, `SPLIT_ALIASES`). Data with no usable lists is split
+by ExampleGen, by a hash of the image id (`split_by: hash`).
 
-The pipeline reads one data root laid out as `<root>/<group>/<year level>`,
+The pipeline reads one data root laid out as `<root>/<group>/VOC<name>/`,
 where a group is a source folder or a span (`span-<N>`, for scheduled
 retraining: ExampleGen takes the newest span unless a range is asked for).
 `make_data_root` builds such a root of symbolic links from any number of
-`--data` folders, so VOC2007 and VOC2012 from different places train
-together.
+`--data` folders, whatever their layouts, so VOC2007, VOC2012 and a team's own
+labels train together; the links keep reports naming the user's own files.
 """
 
 from __future__ import annotations
@@ -23,6 +27,10 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import shutil
+
+from vocdet.components import voc_format
+from vocdet.components.voc_format import ANNOTATIONS_DIR, IMAGE_EXTENSIONS, IMAGE_SETS_DIR, IMAGES_DIR
 
 VOC = "voc"
 TFDS = "tfds"
@@ -30,59 +38,165 @@ FORMATS = (VOC, TFDS)
 SPLITS = ("train", "validation", "test")
 # tfds split -> VOC ImageSets/Main list.
 VOC_IMAGE_SETS = {"train": "train", "validation": "val", "test": "test"}
+# List names (ImageSets/Main/<name>.txt) and split folder names other tools write -> our split.
+SPLIT_ALIASES = {"train": "train", "val": "validation", "valid": "validation", "validation": "validation", "test": "test"}
 SPAN_GROUP = "span-{SPAN}"
+# How the splits are made: from the lists the data carries, or by ExampleGen from a hash of the image id.
+SPLIT_BY_LISTS = "lists"
+SPLIT_BY_HASH = "hash"
+
+# The layouts recognised, as the error for an unrecognised folder lists them.
+LAYOUTS = {
+    "VOCdevkit": "VOC<year>/Annotations, JPEGImages, ImageSets/Main",
+    "CVAT": "Annotations, JPEGImages, ImageSets/Main/<subset>.txt",
+    "Label Studio": "Annotations, images",
+    "LabelImg": "images and their .xml side by side",
+    "Roboflow": "train, valid, test folders of images and .xml",
+    "tfds": "voc/<year>/<version>/voc-<split>.tfrecord-*",
+}
 
 
 class DataLayoutError(ValueError):
-    """A --data folder whose layout is neither VOCdevkit nor a tfds VOC build."""
+    """A --data folder whose layout is none of `LAYOUTS`."""
+
+
+@dataclasses.dataclass(frozen=True)
+class VocFolder:
+    """One VOC-shaped folder of the data root: `Annotations/`, `JPEGImages/` and `ImageSets/Main/` lists.
+
+    `annotations` and `images` are a folder to link, or {file name in the data root: file} to link one
+    by one. `image_sets` maps our split names to a list file to link, or to the ids to write.
+    """
+
+    annotations: str | dict[str, str]
+    images: str | dict[str, str]
+    image_sets: dict[str, str | list[str]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
 class DataSource:
-    """One recognised input folder: its format and its year-level folders."""
+    """One recognised input folder: its format, layout, and VOC-shaped folders (tfds: version folders)."""
 
     format: str
-    # year -> folder: `VOC<year>/` for voc, `<year>/<version>/` for tfds.
-    years: dict[str, str]
+    # name -> VocFolder for voc (`VOC<name>/` in the data root); year -> version folder for tfds.
+    years: dict[str, "VocFolder | str"]
+    layout: str = "VOCdevkit"
+    # Things the layout leaves out, for the person to read (e.g. images without annotations).
+    notes: tuple[str, ...] = ()
+
+    def splits_listed(self) -> set[str]:
+        """Our split names this source's lists (or split folders) give."""
+        if self.format == TFDS:
+            return set(SPLITS)
+        return {split for folder in self.years.values() for split in folder.image_sets}
+
+
+@dataclasses.dataclass(frozen=True)
+class DataRoot:
+    """What `make_data_root` built: the format, how to split, and a line per source for the person."""
+
+    format: str
+    split_by: str
+    descriptions: tuple[str, ...]
 
 
 def detect_source(path: str) -> DataSource:
-    """Recognises a VOCdevkit or tfds VOC folder from any of its usual levels."""
+    """Recognises any of `LAYOUTS` from the folder itself (or its usual parent levels)."""
     path = os.path.abspath(os.path.expanduser(path))
     if not os.path.isdir(path):
         raise DataLayoutError(f"{path}: no such directory")
-    voc_years = _voc_years(path) or _voc_years(os.path.join(path, "VOCdevkit"))
-    if os.path.isdir(os.path.join(path, "Annotations")):
-        voc_years = {os.path.basename(path).removeprefix("VOC"): path}
-    if voc_years:
-        return DataSource(VOC, voc_years)
+    for detect in (_vocdevkit, _voc_like_folder, _roboflow, _labelimg):
+        source = detect(path)
+        if source:
+            return source
     tfds_years = _tfds_years(path)
     if tfds_years:
-        return DataSource(TFDS, tfds_years)
+        return DataSource(TFDS, tfds_years, layout="tfds")
     raise DataLayoutError(
-        f"{path}: not a VOCdevkit folder (VOC<year>/Annotations, JPEGImages, ImageSets/Main) "
-        "nor a tfds VOC build (voc/<year>/<version>/voc-<split>.tfrecord-*)"
+        f"{path}: not a dataset layout vocdet reads; accepted: " + "; ".join(f"{name} ({shape})" for name, shape in LAYOUTS.items())
     )
 
 
-def make_data_root(paths: list[str], root: str) -> str:
-    """Builds `<root>/<i>/<year level>` links to the given folders; returns the format."""
+def make_data_root(paths: list[str], root: str, splits: tuple[str, ...] = SPLITS) -> DataRoot:
+    """Builds `<root>/<i>/VOC<name>/` (tfds: `<root>/<i>/<year>/`) links to the given folders.
+
+    The split is `lists` when the sources' lists give every one of `splits`, else `hash`.
+    """
     sources = [detect_source(path) for path in paths]
     formats = {source.format for source in sources}
     if len(formats) > 1:
         raise DataLayoutError(f"--data folders mix formats {sorted(formats)}; give one format per run")
     os.makedirs(root, exist_ok=True)
-    for index, source in enumerate(sources):
-        group = os.path.join(root, str(index))
+    groups = [str(index) for index in range(len(sources))]
+    _remove_stale(root, keep=groups)  # a group left from an earlier run's longer --data list would be read too
+    for group_name, source in zip(groups, sources):
+        group = os.path.join(root, group_name)
         os.makedirs(group, exist_ok=True)
-        for year, folder in source.years.items():
-            if source.format == VOC:  # read through tf.io.gfile, which follows folder links
-                _link(folder, os.path.join(group, f"VOC{year}"))
+        names = [f"VOC{year}" if source.format == VOC else year for year in source.years]
+        _remove_stale(group, keep=names)
+        for name, folder in zip(names, source.years.values()):
+            if source.format == VOC:
+                _build_voc_folder(folder, os.path.join(group, name))
             else:  # read by Beam, whose local file listing does not follow folder links
-                os.makedirs(os.path.join(group, year), exist_ok=True)
+                os.makedirs(os.path.join(group, name), exist_ok=True)
                 for path in glob.glob(os.path.join(folder, "*")):
-                    _link(path, os.path.join(group, year, os.path.basename(path)))
-    return formats.pop()
+                    _link(path, os.path.join(group, name, os.path.basename(path)))
+    listed = set().union(*(source.splits_listed() for source in sources))
+    split_by = SPLIT_BY_LISTS if set(splits) <= listed else SPLIT_BY_HASH
+    descriptions = tuple(
+        f"{path}: {source.layout} layout"
+        + (f", lists for {', '.join(sorted(source.splits_listed()))}" if source.splits_listed() else ", no split lists")
+        + "".join(f"; {note}" for note in source.notes)
+        for path, source in zip(paths, sources)
+    )
+    return DataRoot(formats.pop(), split_by, descriptions)
+
+
+def _build_voc_folder(folder: VocFolder, target: str) -> None:
+    """Links (and, for split folders, lists) only: nothing is ever written through a link into the user's data.
+
+    Files are rewritten only when they change, so TFX's input fingerprint, and its cache, hold across runs.
+    """
+    if os.path.islink(target):  # a data root built by an earlier vocdet, which linked whole folders
+        os.unlink(target)
+    for name, part in ((ANNOTATIONS_DIR, folder.annotations), (IMAGES_DIR, folder.images)):
+        path = os.path.join(target, name)
+        if isinstance(part, str):  # read through tf.io.gfile, which follows folder links
+            if os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path)
+            os.makedirs(target, exist_ok=True)
+            _link(part, path)
+        else:
+            if os.path.islink(path):
+                os.unlink(path)
+            os.makedirs(path, exist_ok=True)
+            _remove_stale(path, keep=list(part))
+            for file_name, file_path in part.items():
+                _link(file_path, os.path.join(path, file_name))
+    lists_dir = os.path.join(target, IMAGE_SETS_DIR)
+    os.makedirs(lists_dir, exist_ok=True)
+    _remove_stale(lists_dir, keep=[f"{VOC_IMAGE_SETS[split]}.txt" for split in folder.image_sets])
+    for split, image_set in folder.image_sets.items():
+        list_path = os.path.join(lists_dir, f"{VOC_IMAGE_SETS[split]}.txt")
+        if isinstance(image_set, str):
+            _link(image_set, list_path)
+            continue
+        content = "".join(f"{image_id}\n" for image_id in image_set)
+        if os.path.islink(list_path):
+            os.unlink(list_path)
+        if not os.path.exists(list_path) or open(list_path).read() != content:
+            with open(list_path, "w") as handle:
+                handle.write(content)
+
+
+def _remove_stale(folder: str, keep: list[str]) -> None:
+    """Removes what an earlier build left in a data-root folder (links, written lists, their folders)."""
+    for name in set(os.listdir(folder)) - set(keep):
+        path = os.path.join(folder, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.unlink(path)
 
 
 def _link(target: str, link: str) -> None:
@@ -94,15 +208,13 @@ def _link(target: str, link: str) -> None:
 
 def class_names_from_data(data_root: str, data_format: str) -> list[str]:
     """The class list the data carries: tfds's labels file, or the names in the VOC annotations."""
-    from vocdet.components import voc_format
-
     if data_format == TFDS:
         labels = sorted(glob.glob(os.path.join(data_root, "*", "*", "objects-label.labels.txt")))
         if not labels:
             raise DataLayoutError(f"{data_root}: tfds build without objects-label.labels.txt")
         return read_labels_file(labels[0])
     names = set()
-    for path in glob.glob(os.path.join(data_root, "*", "VOC*", voc_format.ANNOTATIONS_DIR, "*.xml")):
+    for path in glob.glob(os.path.join(data_root, "*", "VOC*", ANNOTATIONS_DIR, "*.xml")):
         with open(path, "rb") as handle:
             try:
                 names.update(obj.name for obj in voc_format.parse_annotation_xml(handle.read(), source=path).objects)
@@ -132,14 +244,105 @@ def split_pattern(data_format: str, split: str, year: str = "*", spans: bool = F
     raise ValueError(f"unknown data format {data_format!r}; expected one of {FORMATS}")
 
 
-def _voc_years(path: str) -> dict[str, str]:
-    if not os.path.isdir(path):
-        return {}
-    return {
-        name.removeprefix("VOC"): os.path.join(path, name)
+def annotations_pattern(year: str = "*", spans: bool = False) -> str:
+    """The ExampleGen input pattern for every annotation, which ExampleGen then splits by hash."""
+    return f"{SPAN_GROUP if spans else '*'}/VOC{year}/{ANNOTATIONS_DIR}/*.xml"
+
+
+def _vocdevkit(path: str) -> DataSource | None:
+    """`VOC<year>/` folders, in `path` or in its `VOCdevkit/`."""
+    for parent in (path, os.path.join(path, "VOCdevkit")):
+        if not os.path.isdir(parent):
+            continue
+        years = {
+            name.removeprefix("VOC"): _voc_folder(os.path.join(parent, name), IMAGES_DIR)
+            for name in sorted(os.listdir(parent))
+            if name.startswith("VOC") and os.path.isdir(os.path.join(parent, name, ANNOTATIONS_DIR))
+        }
+        if years:
+            return DataSource(VOC, years, layout="VOCdevkit")
+    return None
+
+
+def _voc_like_folder(path: str) -> DataSource | None:
+    """One folder with `Annotations/` and `JPEGImages/` (a VOC year, or CVAT's export) or `images/` (Label Studio)."""
+    if not os.path.isdir(os.path.join(path, ANNOTATIONS_DIR)):
+        return None
+    images = IMAGES_DIR if os.path.isdir(os.path.join(path, IMAGES_DIR)) else "images"
+    folder = _voc_folder(path, images)
+    name = os.path.basename(path)
+    if images == "images":
+        layout = "Label Studio"
+    elif name.startswith("VOC") and set(folder.image_sets) == set(SPLITS):
+        layout = "VOCdevkit"
+    else:
+        layout = "CVAT"
+    return DataSource(VOC, {name.removeprefix("VOC"): folder}, layout=layout)
+
+
+def _voc_folder(path: str, images: str) -> VocFolder:
+    """Links to a VOC-shaped folder's parts; lists whose names map to our splits (case-insensitively)."""
+    image_sets = {}
+    for list_path in sorted(glob.glob(os.path.join(path, IMAGE_SETS_DIR, "*.txt"))):
+        split = SPLIT_ALIASES.get(os.path.basename(list_path)[: -len(".txt")].lower())
+        if split and (split not in image_sets or os.path.basename(list_path) == f"{VOC_IMAGE_SETS[split]}.txt"):
+            image_sets[split] = list_path  # VOC's own name wins over an alias
+    return VocFolder(os.path.join(path, ANNOTATIONS_DIR), os.path.join(path, images), image_sets)
+
+
+def _roboflow(path: str) -> DataSource | None:
+    """`train/`, `valid/`, `test/` (any of `SPLIT_ALIASES`), each a flat folder of images and their .xml."""
+    split_dirs = {
+        SPLIT_ALIASES[name.lower()]: os.path.join(path, name)
         for name in sorted(os.listdir(path))
-        if name.startswith("VOC") and os.path.isdir(os.path.join(path, name, "Annotations"))
+        if name.lower() in SPLIT_ALIASES and glob.glob(os.path.join(path, name, "*.xml"))
     }
+    if not split_dirs:
+        return None
+    annotations, images, image_sets, notes = {}, {}, {}, []
+    for split, split_dir in sorted(split_dirs.items()):
+        pairs = _flat_pairs(split_dir, notes)
+        image_sets[split] = sorted(pairs)
+        for image_id, (xml_path, image_path) in pairs.items():
+            if f"{image_id}.xml" in annotations:
+                notes.append(f"{image_id} is in more than one split folder; the report lists it in each")
+            annotations[f"{image_id}.xml"] = xml_path
+            if image_path:
+                images[os.path.basename(image_path)] = image_path
+    return DataSource(VOC, {os.path.basename(path): VocFolder(annotations, images, image_sets)}, "Roboflow", tuple(notes))
+
+
+def _labelimg(path: str) -> DataSource | None:
+    """One flat folder of images with their .xml beside them (LabelImg's default)."""
+    if not glob.glob(os.path.join(path, "*.xml")):
+        return None
+    notes = []
+    pairs = _flat_pairs(path, notes)
+    annotations = {f"{image_id}.xml": xml_path for image_id, (xml_path, _) in pairs.items()}
+    images = {os.path.basename(image): image for _, image in pairs.values() if image}
+    return DataSource(VOC, {os.path.basename(path): VocFolder(annotations, images)}, "LabelImg", tuple(notes))
+
+
+def _flat_pairs(folder: str, notes: list[str]) -> dict[str, tuple[str, str | None]]:
+    """image id -> (its .xml, the image of the same name or None) in one folder; unannotated images noted."""
+    files = sorted(os.listdir(folder))
+    images_by_id = {}
+    for name in files:
+        stem, extension = os.path.splitext(name)
+        if extension.lower() in IMAGE_EXTENSIONS:
+            images_by_id.setdefault(stem, os.path.join(folder, name))
+    pairs = {
+        name[: -len(".xml")]: (os.path.join(folder, name), images_by_id.get(name[: -len(".xml")]))
+        for name in files
+        if name.endswith(".xml")
+    }
+    unannotated = sorted(set(images_by_id) - set(pairs))
+    if unannotated:
+        notes.append(
+            f"{len(unannotated)} images in {folder} have no .xml beside them and are not used "
+            f"(e.g. {os.path.basename(images_by_id[unannotated[0]])})"
+        )
+    return pairs
 
 
 def _tfds_years(path: str) -> dict[str, str]:

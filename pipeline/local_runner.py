@@ -38,6 +38,8 @@ class RunSummary:
     warm_started_from: str | None = None
     # Components served from TFX's cache in this run.
     cached: list[str] = dataclasses.field(default_factory=list)
+    # How the data was split, and images found twice (ingest_notes).
+    data_notes: list[str] = dataclasses.field(default_factory=list)
 
     def lines(self) -> list[str]:
         lines = [
@@ -51,6 +53,7 @@ class RunSummary:
             else "pushed model: none (not blessed)",
         ]
         lines.extend(f"data {line}" for line in count_lines(self.ingest_summary))
+        lines.extend(f"data {line}" for line in self.data_notes)
         if self.data_profile:
             lines.append(f"data profile (class counts, box sizes vs anchors): {self.data_profile}")
         if self.warm_started_from:
@@ -129,6 +132,31 @@ def ingest_counts(examples_uri: str) -> dict[str, dict[str, int]]:
     return counts
 
 
+def ingest_notes(examples_uri: str) -> list[str]:
+    """How the splits were made, and images found twice, from the VOC ExampleGen's report (none for tfds)."""
+    from vocdet.components.voc_example_gen import executor as voc_executor
+
+    report_dir = os.path.join(examples_uri, voc_executor.REPORT_DIR)
+    notes = []
+    split_file = os.path.join(report_dir, voc_executor.SPLIT_FILE)
+    if os.path.exists(split_file):
+        with open(split_file) as handle:
+            notes.append(f"split: {json.load(handle)['description']}")
+    duplicates_file = os.path.join(report_dir, voc_executor.DUPLICATES_FILE)
+    if os.path.exists(duplicates_file):
+        with open(duplicates_file) as handle:
+            duplicates = json.load(handle)
+        if duplicates["in_several_splits"]:
+            notes.append(
+                f"leakage: {len(duplicates['in_several_splits'])} images are in more than one split; see {duplicates_file}"
+            )
+        if duplicates["repeated_within_split"]:
+            notes.append(
+                f"repeats: {len(duplicates['repeated_within_split'])} images are listed twice in one split; see {duplicates_file}"
+            )
+    return notes
+
+
 def summarize(config: PipelineConfig) -> RunSummary:
     """The newest evaluation, blessing and push recorded in this pipeline's ML Metadata."""
     return summarize_metadata(config.metadata_path)
@@ -159,6 +187,7 @@ def summarize_metadata(metadata_path: str) -> RunSummary:
     with open(os.path.join(evaluation.uri, "blessing.json")) as handle:
         blessing = json.load(handle)
     pushed = artifact("Pusher", "pushed_model")
+    examples = artifact("CocoEvaluator", "examples", metadata_store_pb2.Event.INPUT)
     was_pushed = pushed.custom_properties["pushed"].int_value == 1 if "pushed" in pushed.custom_properties else False
     base_models = _event_artifacts(store, nodes.get("Trainer"), "base_model", metadata_store_pb2.Event.INPUT)
     return RunSummary(
@@ -170,7 +199,8 @@ def summarize_metadata(metadata_path: str) -> RunSummary:
         pushed_model_dir=pushed.custom_properties["pushed_destination"].string_value if was_pushed else None,
         already_serving=was_pushed and pushed.custom_properties["already_serving"].int_value == 1
         if "already_serving" in pushed.custom_properties else False,
-        ingest_summary=ingest_counts(artifact("CocoEvaluator", "examples", metadata_store_pb2.Event.INPUT).uri),
+        ingest_summary=ingest_counts(examples.uri),
+        data_notes=ingest_notes(examples.uri),
         data_profile=_existing(os.path.join(artifact("Trainer", "model_run").uri, "data_profile.png")),
         warm_started_from=base_models[0].uri if base_models else None,
         cached=sorted(node for node, execution in nodes.items() if execution.last_known_state == execution.CACHED),

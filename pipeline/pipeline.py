@@ -161,22 +161,39 @@ def _training_examples(config: PipelineConfig, example_gen):
 
 
 def _example_gen(config: PipelineConfig, data_root: str):
-    """Our Beam executor for VOCdevkit folders; TFX's ImportExampleGen for tfds builds."""
+    """Our Beam executor for VOC-format folders; TFX's ImportExampleGen for tfds builds."""
     data = config.data
-    input_config = example_gen_pb2.Input(
-        splits=[
-            example_gen_pb2.Input.Split(
-                name=split,
-                pattern=data_layout.split_pattern(
-                    data.format,
-                    split,
-                    year=data.eval_year if split == data.eval_split else data.train_year,
-                    spans=data.spans,
-                ),
+    splits = data.train_splits + [data.eval_split]
+    output_config = None
+    if data.split_by == data_layout.SPLIT_BY_HASH:
+        # One input split of every annotation; ExampleGen's own hash buckets make the output splits.
+        input_config = example_gen_pb2.Input(
+            splits=[
+                example_gen_pb2.Input.Split(
+                    name="annotations", pattern=data_layout.annotations_pattern(data.train_year, spans=data.spans)
+                )
+            ]
+        )
+        output_config = example_gen_pb2.Output(
+            split_config=example_gen_pb2.SplitConfig(
+                splits=[example_gen_pb2.SplitConfig.Split(name=split, hash_buckets=data.derived_split[split]) for split in splits]
             )
-            for split in data.train_splits + [data.eval_split]
-        ]
-    )
+        )
+    else:
+        input_config = example_gen_pb2.Input(
+            splits=[
+                example_gen_pb2.Input.Split(
+                    name=split,
+                    pattern=data_layout.split_pattern(
+                        data.format,
+                        split,
+                        year=data.eval_year if split == data.eval_split else data.train_year,
+                        spans=data.spans,
+                    ),
+                )
+                for split in splits
+            ]
+        )
     range_config = (
         tfx.proto.RangeConfig(static_range=tfx.proto.StaticRange(start_span_number=data.span, end_span_number=data.span))
         if data.span
@@ -187,7 +204,10 @@ def _example_gen(config: PipelineConfig, data_root: str):
     return FileBasedExampleGen(
         input_base=data_root,
         input_config=input_config,
+        output_config=output_config,
         range_config=range_config,
-        custom_config=voc_example_gen.make_custom_config(data.class_names, strict=data.strict),
+        custom_config=voc_example_gen.make_custom_config(
+            data.class_names, strict=data.strict, max_image_pixels=data.max_image_pixels
+        ),
         custom_executor_spec=executor_spec.BeamExecutorSpec(voc_example_gen.Executor),
     )

@@ -107,3 +107,16 @@ def test_the_demo_starts_from_the_shipped_sample_checkpoint():
     demo = config_lib.demo()
     assert demo.model.init_checkpoint == "sample"
     assert os.path.getsize(checkpoint.resolve("sample")) < 8 * 2**20  # small enough for the repository
+
+
+def test_derived_split_shares_are_checked_against_the_splits_used():
+    from vocdet.pipeline import config as config_lib
+
+    config = config_lib.load("demo", None, {"data": {"split_by": "hash"}})
+    assert config.data.derived_split == {"train": 80, "validation": 10, "test": 10}
+    with pytest.raises(ValueError, match=r"data.derived_split must give a positive share to each split used, \['test', 'train'\]"):
+        config_lib.load("demo", None, {"data": {"split_by": "hash", "train_splits": ["train"]}})
+    config = config_lib.load(
+        "demo", None, {"data": {"split_by": "hash", "train_splits": ["train"], "derived_split": {"train": 90, "test": 10}}}
+    )
+    assert config.data.derived_split == {"train": 90, "test": 10}

@@ -28,7 +28,7 @@ def test_tfds_build_is_recognised_and_newest_version_wins(tmp_path):
 
 
 def test_unrecognised_folder_gets_one_clear_line(tmp_path):
-    with pytest.raises(data_layout.DataLayoutError, match=r"not a VOCdevkit folder .* nor a tfds VOC build"):
+    with pytest.raises(data_layout.DataLayoutError, match=r": not a dataset layout vocdet reads; accepted: VOCdevkit \(.*LabelImg"):
         data_layout.detect_source(str(tmp_path))
 
 
@@ -36,8 +36,9 @@ def test_data_root_combines_folders_and_patterns_match_them(small_voc_root, tmp_
     import glob
 
     root = str(tmp_path / "root")
-    assert data_layout.make_data_root([small_voc_root, small_voc_root], root) == data_layout.VOC
-    assert data_layout.make_data_root([small_voc_root, small_voc_root], root) == data_layout.VOC  # idempotent
+    built = data_layout.make_data_root([small_voc_root, small_voc_root], root)
+    assert (built.format, built.split_by) == (data_layout.VOC, data_layout.SPLIT_BY_LISTS)
+    assert data_layout.make_data_root([small_voc_root, small_voc_root], root) == built  # idempotent
     for split in data_layout.SPLITS:
         matches = glob.glob(os.path.join(root, data_layout.split_pattern(data_layout.VOC, split)))
         assert len(matches) == 2, split
@@ -59,7 +60,7 @@ def test_custom_dataset_class_list_comes_from_annotations_or_labels_file(tmp_pat
         )
         (voc / f"{index}.xml").write_text(voc_format.annotation_to_xml(annotation))
     root = str(tmp_path / "root")
-    data_format = data_layout.make_data_root([str(tmp_path / "custom")], root)
+    data_format = data_layout.make_data_root([str(tmp_path / "custom")], root).format
     assert data_layout.class_names_from_data(root, data_format) == ["gadget", "widget"]
 
     labels = tmp_path / "labels.txt"

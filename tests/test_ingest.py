@@ -107,3 +107,53 @@ def test_spans_take_the_newest_unless_one_is_named(small_voc_root, tmp_path, cap
     first.write_text(yaml.safe_dump({"data": {"span": 1}}))
     _, out = _ingest(capsys, "--data", str(root), "--spans", "--config", str(first), "--output", str(tmp_path / "one"))
     assert "test: 6 examples" in out
+
+
+def _copy_sample(small_voc_root, tmp_path):
+    voc = tmp_path / "data" / "VOC2007"
+    shutil.copytree(os.path.join(small_voc_root, "VOC2007"), voc)
+    return tmp_path / "data", voc / "ImageSets" / "Main"
+
+
+def test_leakage_and_repeats_are_reported_and_strict_fails_on_leakage(small_voc_root, tmp_path, capsys):
+    data, lists = _copy_sample(small_voc_root, tmp_path)
+    train_ids = (lists / "train.txt").read_text().split()
+    test_ids = (lists / "test.txt").read_text().split()
+    # One id listed twice in train; one train image also in test.
+    (lists / "train.txt").write_text("\n".join(train_ids + [train_ids[0]]) + "\n")
+    (lists / "test.txt").write_text("\n".join(test_ids + [train_ids[1]]) + "\n")
+
+    examples_uri, out = _ingest(capsys, "--data", str(data), "--output", str(tmp_path / "out"))
+    report = os.path.join(examples_uri, "ingest_report", "duplicates.json")
+    assert f"leakage: 1 images are in more than one split; see {report}" in out
+    assert f"repeats: 1 images are listed twice in one split; see {report}" in out
+    with open(report) as handle:
+        duplicates = json.load(handle)
+    voc = os.path.realpath(data / "VOC2007" / "JPEGImages")
+    assert duplicates["repeated_within_split"] == [
+        {"split": "train", "files": [os.path.join(voc, f"{train_ids[0]}.jpg")] * 2}
+    ]
+    assert duplicates["in_several_splits"] == [
+        {"test": [os.path.join(voc, f"{train_ids[1]}.jpg")], "train": [os.path.join(voc, f"{train_ids[1]}.jpg")]}
+    ]
+
+    assert cli.main(["ingest", "--data", str(data), "--output", str(tmp_path / "strict"), "--strict"]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("vocdet ingest: error: strict mode: 1 images are in more than one split (e.g. test: ")
+    assert error.endswith("duplicates.json")
+
+
+@pytest.mark.parametrize("case", ["empty list", "every record rejected"])
+def test_a_split_with_no_example_stops_at_example_gen_naming_it(small_voc_root, tmp_path, capsys, case):
+    data, lists = _copy_sample(small_voc_root, tmp_path)
+    test_ids = (lists / "test.txt").read_text().split()
+    if case == "empty list":
+        (lists / "test.txt").write_text("")
+    else:
+        for image_id in test_ids:
+            os.remove(data / "VOC2007" / "JPEGImages" / f"{image_id}.jpg")
+    assert cli.main(["ingest", "--data", str(data), "--output", str(tmp_path / "out")]) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    listed = 0 if case == "empty list" else len(test_ids)
+    assert error.startswith(f"vocdet ingest: error: split 'test' has no examples ({listed} listed, {listed} rejected); see ")
+    assert error.endswith("records-test.jsonl")

@@ -32,10 +32,28 @@ def _image(width=100, height=80, image_format="JPEG"):
     return buffer.getvalue()
 
 
-def _xml(objects, width=100, height=80):
+def _xml(objects, width=100, height=80, filename="000001.jpg"):
     return voc_format.annotation_to_xml(
-        voc_format.VocAnnotation(filename="x.jpg", width=width, height=height, objects=tuple(objects))
+        voc_format.VocAnnotation(filename=filename, width=width, height=height, objects=tuple(objects))
     )
+
+
+def _png_header_only(width, height):
+    """A PNG whose header claims width x height and whose pixel data is missing: only a header read can size it."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+def _png16(width=100, height=80):
+    ramp = np.linspace(0, 65535, width * height).reshape(height, width).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(ramp).save(buffer, format="PNG")
+    return buffer.getvalue()
 
 
 def _feature(example, key):
@@ -75,6 +93,11 @@ GOOD_OBJECT = voc_format.VocObject("dog", 10, 10, 50, 40)
         ("size differs from the jpeg", _xml([GOOD_OBJECT], width=200, height=160), _image(), convert.REPAIRED, "differs from the image's 100x80"),
         ("png in JPEGImages", _xml([GOOD_OBJECT]), _image(image_format="PNG"), convert.REPAIRED, "re-encoded as JPEG"),
         ("no objects", _xml([]), _image(), convert.WRITTEN, None),
+        ("nan coordinate", _xml([GOOD_OBJECT]).replace("<xmin>10</xmin>", "<xmin>nan</xmin>"), _image(), convert.REJECTED, "<xmin> is not a finite number: 'nan'"),
+        ("infinite coordinate", _xml([GOOD_OBJECT]).replace("<ymax>40</ymax>", "<ymax>-inf</ymax>"), _image(), convert.REJECTED, "<ymax> is not a finite number"),
+        ("infinite size", _xml([GOOD_OBJECT]).replace("<width>100</width>", "<width>inf</width>"), _image(), convert.REJECTED, "<width> is not a finite number"),
+        ("oversized, header only", _xml([GOOD_OBJECT]), _png_header_only(13000, 13000), convert.REJECTED, "image is 13000x13000 (169 megapixels), above the limit of 50"),
+        ("filename differs", _xml([GOOD_OBJECT], filename="IMG_0001.JPG"), _image(), convert.REPAIRED, "<filename> 'IMG_0001.JPG' differs from the image on disk '000001.jpg'; used the image on disk"),
     ],
     ids=lambda value: value if isinstance(value, str) and len(value) < 40 and "<" not in value else "",
 )
@@ -89,6 +112,43 @@ def test_bad_input_corpus(tmp_path, case, xml, image, status, reason):
         assert tf.io.decode_jpeg(encoded).shape[:2] == (80, 100)
         boxes = np.reshape(_feature(outcome.example, features.BBOX), (-1, 4))
         assert ((boxes >= 0) & (boxes <= 1)).all()
+
+
+def test_16_bit_png_is_scaled_to_8_bits_not_clipped(tmp_path):
+    _write_record(str(tmp_path), "000001", _xml([GOOD_OBJECT]), _png16())
+    outcome = convert.convert_record(str(tmp_path), "000001", CLASSES)
+    assert outcome.status == convert.REPAIRED and outcome.reasons == ["image re-encoded as JPEG"]
+    pixels = tf.io.decode_jpeg(_feature(outcome.example, features.IMAGE)[0]).numpy().astype(float)
+    assert abs(pixels.mean() - 127.5) < 2  # a 0..65535 ramp: mid-grey on average (PIL's own convert gives 254.5)
+    assert pixels[0, 0].max() < 3 and pixels[-1, -1].min() > 252
+
+
+def test_pixel_limit_is_a_setting(tmp_path):
+    _write_record(str(tmp_path), "000001", _xml([GOOD_OBJECT]), _image())
+    assert convert.convert_record(str(tmp_path), "000001", CLASSES, max_image_pixels=100 * 80).status == convert.WRITTEN
+    outcome = convert.convert_record(str(tmp_path), "000001", CLASSES, max_image_pixels=100 * 80 - 1)
+    assert outcome.status == convert.REJECTED and "above the limit" in outcome.reasons[0]
+
+
+@pytest.mark.parametrize("image_id", ["../../../../outside/secret", "/etc/passwd", "..", "sub/dir", "a\\b"])
+def test_image_ids_that_leave_the_dataset_are_rejected(tmp_path, image_id):
+    outside = tmp_path / "outside"
+    _write_record(str(outside), "secret", _xml([GOOD_OBJECT], filename="secret.jpg"), _image())
+    os.makedirs(outside / "Annotations" / "secret", exist_ok=True)
+    voc_dir = tmp_path / "data" / "VOC2007"
+    _write_record(str(voc_dir), "000001", _xml([GOOD_OBJECT]), _image())
+    outcome = convert.convert_record(str(voc_dir), image_id, CLASSES)
+    assert outcome.status == convert.REJECTED
+    assert outcome.reasons == [f"image id {image_id!r} is not a plain file name (it would read outside the dataset)"]
+
+
+def test_image_beside_the_annotation_is_found_by_any_usual_extension(tmp_path):
+    _write_record(str(tmp_path), "000001", _xml([GOOD_OBJECT], filename="000001.png"))
+    with open(tmp_path / "JPEGImages" / "000001.png", "wb") as handle:
+        handle.write(_image(image_format="PNG"))
+    outcome = convert.convert_record(str(tmp_path), "000001", CLASSES)
+    assert outcome.status == convert.REPAIRED and outcome.reasons == ["image re-encoded as JPEG"]
+    assert outcome.source == str(tmp_path / "JPEGImages" / "000001.png")
 
 
 def test_clipping_rule_clips_to_bounds(tmp_path):
