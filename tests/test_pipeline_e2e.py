@@ -6,9 +6,11 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import yaml
 
+from tests.test_voc_example_gen import _png_header_only
 from vocdet.pipeline import cli, config as config_lib, local_runner
 
 # Runs in a fresh interpreter: plain TensorFlow, no project code, as TF Serving would.
@@ -172,13 +174,19 @@ def test_predict_draws_and_lists_detections_for_any_image(pipeline_run, small_vo
     Image.open(jpeg).convert("RGBA").resize((901, 157)).save(rgba)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not really")
+    huge = tmp_path / "huge.png"  # 13000x13000 in its header; refused before any decoding
+    huge.write_bytes(_png_header_only(13000, 13000))
+    deep = tmp_path / "deep16.png"
+    Image.fromarray((np.asarray(Image.open(jpeg).convert("L"), dtype=np.uint16) * 257)).save(deep)
     out = tmp_path / "out"
     base = os.path.join(config.serving_dir, config.push.model_name)
-    code = cli.main(["predict", "--model", base, jpeg, str(grey), str(rgba), str(broken), "--out", str(out), "--min-score", "0"])
-    assert code == 1  # one input failed, the others were processed
+    inputs = [jpeg, str(grey), str(huge), str(rgba), str(broken), str(deep)]
+    code = cli.main(["predict", "--model", base, *inputs, "--out", str(out), "--min-score", "0"])
+    assert code == 1  # two inputs failed, the others were processed
     err = capsys.readouterr().err
-    assert f"{broken}: cannot read image" in err and err.count("\n") == 1
-    for stem, path in (("000003", jpeg), ("grey", str(grey)), ("wide_rgba", str(rgba))):
+    assert f"{broken}: cannot read image" in err and err.count("\n") == 2
+    assert f"{huge}: image is 13000x13000 (169 megapixels), above the limit of 50 (--max-image-pixels); skipped" in err
+    for stem, path in (("000003", jpeg), ("grey", str(grey)), ("wide_rgba", str(rgba)), ("deep16", str(deep))):
         with open(out / f"{stem}.json") as handle:
             listing = json.load(handle)
         width, height = Image.open(path).size
@@ -188,6 +196,10 @@ def test_predict_draws_and_lists_detections_for_any_image(pipeline_run, small_vo
             x0, y0, x1, y1 = detection["box"]
             assert 0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height
         assert Image.open(out / f"{stem}.png").size == (width, height)
+    # The 16-bit copy of the grey image is scaled back to the same 8-bit levels, not clipped to white:
+    # the model sees the same image and gives the same detections.
+    for suffix in (".json", ".png"):
+        assert (out / f"deep16{suffix}").read_bytes() == (out / f"grey{suffix}").read_bytes()
 
 
 @pytest.mark.e2e

@@ -104,37 +104,80 @@ run_fn(FnArgs(train_files=train_files, transform_output=transform_output, servin
 
 
 @pytest.mark.e2e
-def test_killed_trainer_resumes_from_its_last_epoch(pipeline_run, tmp_path):
-    config, _ = pipeline_run
-    transform_output, files = _transform_outputs(config)
-    # Epochs long enough (8 steps) that the kill lands inside epoch 2, not in the middle of the
-    # backup written at its end: Keras' BackupAndRestore does not write atomically (see README).
-    train = json.dumps({"epochs": 3, "steps_per_epoch": 8, "batch_size_per_replica": 2})
-    serving = tmp_path / "model" / "Format-Serving"
-    argv = [sys.executable, "-u", "-c", _TRAIN, train, transform_output, str(tmp_path / "run"), str(serving), *files]
+def test_killed_vocdet_run_resumes_training_and_pushes_once(small_voc_root, tmp_path):
+    """SIGKILL the real `vocdet run` in epoch 2 of 3, run the same command again: it resumes, then pushes once."""
+    import yaml
+
+    output = tmp_path / "out"
+    overrides = tmp_path / "tiny.yaml"
+    overrides.write_text(yaml.safe_dump({"model": {"eval_confidence_threshold": 0.0}}))
+    vocdet = os.path.join(os.path.dirname(sys.executable), "vocdet")
+    # Epochs long enough (8 steps) that the kill lands inside epoch 2.
+    argv = [vocdet, "run", "--data", small_voc_root, "--output", str(output), "--config", str(overrides),
+            "--epochs", "3", "--steps-per-epoch", "8", "--batch-size", "2", "--blessing-threshold", "0"]
     log = tmp_path / "first.log"
     with open(log, "w") as handle:
-        process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
+        process = subprocess.Popen(argv, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO, start_new_session=True)
     try:
-        deadline = time.time() + 600
+        deadline = time.time() + 900
         while "Epoch 2/3" not in log.read_text():  # epoch 1 finished and was backed up
             assert process.poll() is None and time.time() < deadline, log.read_text()[-3000:]
             time.sleep(0.5)
     finally:
-        process.send_signal(signal.SIGKILL)
+        os.killpg(process.pid, signal.SIGKILL)  # the run and anything it started
         process.wait()
-    assert glob.glob(str(tmp_path / "run" / "backup" / "**" / "*"), recursive=True)
-    assert not (serving / "saved_model.pb").exists()
+    backups = glob.glob(str(output / "pipeline_root" / "Trainer" / "resume" / "*" / "*"))
+    assert backups, log.read_text()[-3000:]
+    serving = output / "serving" / "vocdet"
+    assert not serving.exists() or not os.listdir(serving)
 
-    completed = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=900)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    output = completed.stdout + completed.stderr
-    # Resumed, not restarted from zero: it starts after the last epoch the killed run backed up
-    # (epoch 1, or epoch 2 when that one finished between the log line and the kill).
-    started = [int(epoch) for epoch in re.findall(r"Epoch (\d)/3", output)]
+    completed = subprocess.run(argv, capture_output=True, text=True, cwd=REPO, timeout=1200)
+    output_text = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output_text[-3000:]
+    # Resumed, not restarted: it starts after the last epoch the killed run backed up (epoch 1, or
+    # epoch 2 when that one finished between the log line and the kill).
+    started = [int(epoch) for epoch in re.findall(r"Epoch (\d)/3", output_text)]
     reached = max(int(epoch) for epoch in re.findall(r"Epoch (\d)/3", log.read_text()))
     assert started and 2 <= started[0] <= reached, (started, reached)
-    assert (serving / "saved_model.pb").exists()
+    assert len(os.listdir(serving)) == 1  # pushed once
+    assert not glob.glob(str(output / "pipeline_root" / "Trainer" / "resume" / "*" / "*"))  # Keras removed it
+
+
+def test_backup_interrupted_mid_write_still_resumes(tmp_path):
+    """A kill while the weights are written leaves the previous backup readable (keras-team/keras#20463)."""
+    import keras
+    import numpy as np
+
+    from vocdet.components.trainer import resume
+
+    def model():
+        built = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        built.compile(optimizer="sgd", loss="mse")
+        return built
+
+    trained = model()
+    callback = resume.backup_callback(str(tmp_path / "backup"))
+    callback.set_model(trained)
+    callback.on_epoch_end(0)  # epoch 1 backed up
+    saved = [weights.copy() for weights in trained.get_weights()]
+
+    def killed_while_writing(filepath, overwrite=True):
+        with open(filepath, "wb") as handle:
+            handle.write(b"\x89HDF half a file")
+        raise KeyboardInterrupt  # stands for the SIGKILL
+
+    trained.set_weights([weights + 1 for weights in saved])
+    trained.save_weights = killed_while_writing
+    with pytest.raises(KeyboardInterrupt):
+        callback.on_epoch_end(1)
+
+    restarted = model()
+    callback = resume.backup_callback(str(tmp_path / "backup"))
+    callback.set_model(restarted)
+    callback.on_train_begin()
+    assert restarted._initial_epoch == 1
+    for restored, expected in zip(restarted.get_weights(), saved):
+        np.testing.assert_array_equal(restored, expected)
 
 
 def _free_ports(count: int) -> list[int]:

@@ -1,8 +1,9 @@
 """The Trainer's Keras callbacks, from `TrainConfig`.
 
 - TensorBoard into the Trainer's `model_run` artefact (TFX and Kubeflow link it);
-- BackupAndRestore: a preempted or killed Trainer resumes from its last
-  epoch instead of from zero;
+- BackupAndRestore: a preempted, killed or retried Trainer resumes from its
+  last epoch instead of from zero (where the backup lives, and how it is
+  written safely: `resume`);
 - ModelCheckpoint: the weights of the epoch with the lowest training loss;
 - for `lr_schedule="plateau"`: the warm-up (`StepWarmup`) then
   ReduceLROnPlateau. A LearningRateSchedule and ReduceLROnPlateau cannot
@@ -23,18 +24,20 @@ import time
 
 import keras
 
-from vocdet.components.trainer import distribution, model as model_lib
+from vocdet.components.trainer import distribution, model as model_lib, resume
 
 MONITOR = "loss"
 
 
-def make_callbacks(train_config, model_run_dir: str, global_batch_size: int) -> list[keras.callbacks.Callback]:
+def make_callbacks(
+    train_config, model_run_dir: str, backup_dir: str, global_batch_size: int
+) -> list[keras.callbacks.Callback]:
     # Under MultiWorkerMirroredStrategy the workers other than the chief write to private folders.
     run_dir = distribution.task_dir(model_run_dir)
     callbacks = [
         Throughput(global_batch_size),
         keras.callbacks.TensorBoard(log_dir=run_dir, update_freq="epoch"),
-        keras.callbacks.BackupAndRestore(backup_dir=os.path.join(run_dir, "backup")),
+        resume.backup_callback(distribution.task_dir(backup_dir)),
         keras.callbacks.ModelCheckpoint(
             os.path.join(run_dir, "checkpoints", "best.weights.h5"),
             monitor=MONITOR,

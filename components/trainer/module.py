@@ -20,6 +20,7 @@ from vocdet.components.trainer import (
     distribution,
     input_pipeline,
     model as model_lib,
+    resume,
     serving,
     warm_start,
 )
@@ -69,7 +70,9 @@ def run_fn(fn_args) -> None:
         train_dataset,
         epochs=config.train.epochs,
         steps_per_epoch=steps_per_epoch,
-        callbacks=callbacks_lib.make_callbacks(config.train, fn_args.model_run_dir, global_batch_size),
+        callbacks=callbacks_lib.make_callbacks(
+            config.train, fn_args.model_run_dir, resume.backup_dir(fn_args, fn_args.custom_config), global_batch_size
+        ),
         # A progress bar for a person at a terminal, one line per epoch in logs.
         verbose=1 if sys.stdout.isatty() else 2,
     )
