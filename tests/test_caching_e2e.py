@@ -56,3 +56,29 @@ def test_reruns_redo_only_what_changed(small_voc_root, tmp_path):
         node: "CACHED" for node in fourth if node not in RESOLVERS
     }, fourth
     assert sorted(summary.cached) == sorted(node for node in fourth if node not in RESOLVERS)
+
+
+@pytest.mark.e2e
+def test_a_failed_push_is_retried_without_retraining(small_voc_root, tmp_path):
+    output = str(tmp_path / "run")
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the serving folder's parent should be")
+    argv = ["run", "--data", small_voc_root, "--output", output, "--steps-per-epoch", "2", "--batch-size", "4",
+            "--epochs", "1", "--blessing-threshold", "0", "--serving-dir", str(blocker / "serving")]
+    try:
+        code = cli.main(argv)
+    except Exception:  # noqa: BLE001 (how the failure is reported is test_failures' subject)
+        code = None
+    assert code != 0
+    path = os.path.join(output, "metadata.sqlite")
+    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(path))
+    run = max(store.get_contexts_by_type("pipeline_run"), key=lambda context: context.id)
+    failed = local_runner.run_nodes(store, run)
+    assert failed["Trainer"].last_known_state == metadata_store_pb2.Execution.COMPLETE
+    assert failed["Pusher"].last_known_state == metadata_store_pb2.Execution.FAILED
+
+    blocker.unlink()  # the operator fixes the destination and runs the same command again
+    states, summary = _run(argv, output)
+    assert states["Transform"] == "CACHED" and states["Trainer"] == "CACHED", states
+    assert states["Pusher"] == "COMPLETE" and summary.pushed_model_dir.startswith(str(blocker / "serving"))
+    assert len(os.listdir(blocker / "serving" / "vocdet")) == 1
