@@ -8,11 +8,14 @@ STAMP := $(VENV)/.vocdet-installed
 
 setup: $(STAMP)
 
+# Every file pip installs from the lock must match one of its sha256 hashes (--require-hashes), pip, setuptools
+# and wheel first. The project itself installs editable, from this folder, which has no hash to check.
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check pip==24.2 setuptools==75.1.0 wheel==0.44.0
+	awk '/^[^ #]/ {keep = /^(pip|setuptools|wheel)==/} keep' requirements.lock \
+	  | $(BIN)/pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r /dev/stdin
 	@# TFX 1.16 declares Python <3.11 but runs on 3.11; the lock pins every package, so no resolution runs.
-	$(BIN)/pip install --quiet --disable-pip-version-check --ignore-requires-python --no-deps -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --require-hashes --ignore-requires-python --no-deps -r requirements.lock
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
@@ -32,12 +35,52 @@ bench: setup
 sample-weights: setup
 	$(BIN)/python -m vocdet.pipeline.sample_weights
 
-# Re-resolve the lock from pyproject's direct dependencies (needs the registries; takes minutes).
+# Re-resolve the lock from pyproject's direct dependencies (needs the registries; takes minutes), with the sha256
+# of every file PyPI has for each pinned version (any platform, so a Mac or an arm64 image installs too); the
+# Docker image's CUDA pins (docker/requirements-gpu.txt) get theirs the same way.
 lock:
 	rm -rf /tmp/vocdet-lock && $(PYTHON) -m venv /tmp/vocdet-lock
 	/tmp/vocdet-lock/bin/pip install --quiet pip==24.2
-	/tmp/vocdet-lock/bin/pip install --ignore-requires-python -e '.[test]' 'scipy<1.13' contourpy==1.3.0
-	/tmp/vocdet-lock/bin/pip freeze --exclude-editable | grep -v '^-e ' > requirements.lock
+	/tmp/vocdet-lock/bin/pip install --ignore-requires-python -e '.[test]' 'scipy<1.13' contourpy==1.3.0 \
+	  setuptools==75.1.0 wheel==0.44.0
+	/tmp/vocdet-lock/bin/pip freeze --all --exclude-editable | grep -v '^-e ' > /tmp/vocdet-lock/frozen.txt
+	/tmp/vocdet-lock/bin/python -c "$$HASH_LOCK" /tmp/vocdet-lock/frozen.txt > /tmp/vocdet-lock/requirements.lock
+	/tmp/vocdet-lock/bin/python -c "$$HASH_LOCK" docker/requirements-gpu.txt > /tmp/vocdet-lock/requirements-gpu.txt
+	mv /tmp/vocdet-lock/requirements.lock requirements.lock
+	mv /tmp/vocdet-lock/requirements-gpu.txt docker/requirements-gpu.txt
+
+# HASH_LOCK FILE: FILE's `name==version` pins (comments kept) with `--hash=sha256:...` for every file of that
+# version on PyPI (its JSON simple API, PEP 691).
+define HASH_LOCK
+import json, sys, urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+from packaging.version import Version
+
+def hashes(pin):
+    name, version = pin.split("==")
+    request = urllib.request.Request(f"https://pypi.org/simple/{canonicalize_name(name)}/",
+                                     headers={"Accept": "application/vnd.pypi.simple.v1+json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        files = json.load(response)["files"]
+    found = set()
+    for file in files:
+        parse = parse_wheel_filename if file["filename"].endswith(".whl") else parse_sdist_filename
+        try:
+            if parse(file["filename"])[1] == Version(version) and "sha256" in file["hashes"]:
+                found.add(file["hashes"]["sha256"])
+        except ValueError:
+            continue
+    if not found:
+        sys.exit(f"{pin}: no files on PyPI")
+    return " \\\n".join([pin] + [f"    --hash=sha256:{sha}" for sha in sorted(found)])
+
+lines = open(sys.argv[1]).read().splitlines()
+pins = [line.split()[0] for line in lines if "==" in line and not line.startswith("#")]
+with ThreadPoolExecutor(8) as pool:
+    print("\n".join([line for line in lines if line.startswith("#")] + list(pool.map(hashes, pins))))
+endef
+export HASH_LOCK
 
 clean:
 	rm -rf $(VENV) outputs

@@ -56,9 +56,11 @@ class ModelConfig:
             raise ValueError(
                 f"model.bounding_box_format must be one of {BOUNDING_BOX_FORMATS}, got {self.bounding_box_format!r}"
             )
-        if self.image_size % 128:
-            # RetinaNet's pyramid reaches stride 128 (P7).
-            raise ValueError(f"model.image_size must be a multiple of 128, got {self.image_size}")
+        if self.image_size <= 0 or self.image_size % 128:
+            raise ValueError(
+                f"model.image_size must be a positive multiple of 128 (RetinaNet's coarsest level, P7, has stride 128), "
+                f"got {self.image_size}; e.g. 256 or 640"
+            )
         if self.head_conv_layers < 0 or self.pyramid_filters < 8:
             raise ValueError("model.head_conv_layers must be >= 0 and model.pyramid_filters >= 8")
         for name in ("nms_iou_threshold", "eval_confidence_threshold", "display_confidence_threshold"):

@@ -7,7 +7,9 @@ field (table `CONFIG_FLAGS`), applied after the preset and the YAML file.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
+import errno
 import glob
 import importlib.metadata
 import logging
@@ -19,7 +21,7 @@ import time
 import warnings
 
 from vocdet.pipeline import config as config_lib
-from vocdet.pipeline import data_layout, sample_data
+from vocdet.pipeline import data_layout, output_lock, sample_data
 
 # --flag -> (section, field) of PipelineConfig; types come from the dataclass.
 CONFIG_FLAGS = {
@@ -76,14 +78,135 @@ def main(argv: list[str] | None = None) -> int:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         _unrecognized(parser, args, unknown)
-    _quiet_logging(verbose=getattr(args, "verbose", False))
+    verbose = getattr(args, "verbose", False)
+    _quiet_logging(verbose=verbose)
+    from vocdet.pipeline import kfp_client
+
     try:
+        _check_metadata_store(args)
         return args.handler(args)
-    except (UsageError, data_layout.DataLayoutError, ValueError, FileNotFoundError) as error:
-        if getattr(args, "verbose", False):
+    except (UsageError, data_layout.DataLayoutError, ValueError) as error:
+        message, code = str(error), 2
+        if verbose:
             raise  # the whole traceback, for debugging
-        print(f"vocdet {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except (kfp_client.KfpConnectionError, _StoreError) as error:
+        message, code = str(error), 1
+        if verbose:
+            raise
+    except Exception as error:
+        # The disk or the metadata store failed: one line. Anything else is a bug and keeps its traceback.
+        message, code = _machine_failure(error, args)
+        if message is None or verbose:
+            raise
+    print(f"vocdet {args.command}: error: {message}", file=sys.stderr)
+    return code
+
+
+# What an operating-system error means here, and what to do about it: errno -> (problem, advice, exit code).
+# Exit code 2: a path given is wrong (missing, a folder for a file); 1: the machine failed the run.
+_OS_ERRORS = {
+    errno.ENOENT: ("no such file or folder", "check the path", 2),
+    errno.EISDIR: ("is a folder, not a file", "give a file", 2),
+    errno.ENOTDIR: ("a part of the path is not a folder", "check the path", 2),
+    errno.EACCES: ("permission denied", "fix its permissions, or choose a path you can write to", 1),
+    errno.EPERM: ("operation not permitted", "fix its permissions, or choose a path you can write to", 1),
+    errno.EROFS: ("read-only file system", "choose a writable folder", 1),
+    errno.ENOSPC: ("no space left on the device", "free space there, or choose a folder on another disk", 1),
+    errno.EDQUOT: ("disk quota exceeded", "free space there, or choose a folder on another disk", 1),
+}
+# The same failures as TensorFlow, Beam and SQLite word them, when they arrive wrapped in their own exceptions.
+_OS_MESSAGES = {os.strerror(number): number for number in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)}
+_SQLITE_CORRUPT = ("file is not a database", "database disk image is malformed")
+
+
+def _machine_failure(error: BaseException, args: argparse.Namespace) -> tuple[str | None, int]:
+    """(one line naming the path and what to do, exit code) for a failure of the disk or the metadata store.
+
+    Looks through the exception's causes, since TensorFlow, Beam and TFX wrap the OSError they hit. Anything
+    else (None) is a bug and keeps its traceback.
+    """
+    if isinstance(error, OSError) and error.errno is None and error.args:
+        return str(error), 2  # our own message, e.g. "FILE: cannot read the KFP token (...)"
+    seen: list[BaseException] = []
+    while error is not None and error not in seen:
+        seen.append(error)
+        error = error.__cause__ if error.__cause__ is not None or error.__suppress_context__ else error.__context__
+    for cause in seen:
+        if isinstance(cause, OSError) and cause.errno in _OS_ERRORS:
+            path = cause.filename or _written_folder(args)
+            return _os_line(cause.errno, path, args), _OS_ERRORS[cause.errno][2]
+    for cause in seen:
+        text = str(cause)
+        if any(marker in text for marker in _SQLITE_CORRUPT):
+            return _corrupt_store_line(_metadata_path(args), text), 1
+        for strerror, number in _OS_MESSAGES.items():
+            if strerror in text:
+                # TensorFlow's file errors read "<path>; <strerror>".
+                match = re.search(rf"(\S+); {re.escape(strerror)}", text)
+                return _os_line(number, match.group(1) if match else _written_folder(args), args), 1
+    return None, 1
+
+
+def _os_line(number: int, path: str | None, args: argparse.Namespace) -> str:
+    problem, advice, _ = _OS_ERRORS[number]
+    flag = _flag_of(path, args)
+    where = f"{path}: " if path else ""
+    return f"{where}{problem}{f' ({flag})' if flag else ''}; {advice}"
+
+
+def _flag_of(path: str | None, args: argparse.Namespace) -> str | None:
+    """The option a path came from (--output for anything under it), to say where to change it."""
+    if not path:
+        return None
+    path = os.path.abspath(path)
+    for flag in ("config", "labels", "model", "token_file", "package", "output", "out", "gt", "dt"):
+        given = getattr(args, flag, None)
+        if isinstance(given, str) and given:
+            given = os.path.abspath(given)
+            if path == given or path.startswith(given.rstrip(os.sep) + os.sep):
+                return "--" + flag.replace("_", "-")
+    return None
+
+
+def _written_folder(args: argparse.Namespace) -> str | None:
+    """The folder a command writes to, for an error that names no file (a failed write(2) names none)."""
+    if args.command in ("run", "ingest"):
+        return args.output or "outputs"
+    return getattr(args, "out", None)
+
+
+def _metadata_path(args: argparse.Namespace) -> str:
+    return os.path.join(getattr(args, "output", None) or "outputs", "metadata.sqlite")
+
+
+def _corrupt_store_line(path: str, detail: str) -> str:
+    detail = next((marker for marker in _SQLITE_CORRUPT if marker in detail), detail)
+    return (
+        f"{path}: not a readable ML Metadata store ({detail}); move it aside to start a new store "
+        "(TFX's cache and the lineage of earlier runs start over), restore it from a backup, or choose another --output"
+    )
+
+
+def _check_metadata_store(args: argparse.Namespace) -> None:
+    """`run` and `ingest`: an existing metadata.sqlite must be an SQLite database, checked before TFX loads (1 s, not 20)."""
+    if args.command not in ("run", "ingest"):
+        return
+    path = _metadata_path(args)
+    if not os.path.isfile(path) or os.path.getsize(path) == 0:
+        return  # none yet: TFX creates it
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+            (result,) = connection.execute("PRAGMA quick_check(1)").fetchone()
+    except sqlite3.DatabaseError as error:
+        result = str(error)
+    if result != "ok":
+        raise _StoreError(_corrupt_store_line(path, result))
+
+
+class _StoreError(Exception):
+    """A metadata store that cannot be read; reported as one line, exit code 1."""
 
 
 def _unrecognized(parser: argparse.ArgumentParser, args: argparse.Namespace, unknown: list[str]) -> None:
@@ -170,12 +293,25 @@ def _parser() -> argparse.ArgumentParser:
     weights.add_argument("--verbose", action="store_true", help="show the traceback of an error")
     weights.set_defaults(handler=_backbone_weights)
 
+    freeze = commands.add_parser(
+        "freeze-schema", help="write the schema a run inferred, curated, to a file to keep (for data.schema_file)"
+    )
+    freeze.add_argument("schema_file", help="where the schema goes, e.g. schema/schema.pbtxt")
+    freeze.add_argument("--output", default="outputs", help="the output folder of the run whose schema is frozen")
+    freeze.set_defaults(handler=_freeze_schema)
+
     predict = commands.add_parser("predict", help="run a pushed model on images; draw and list the detections")
     predict.add_argument("--model", required=True, help="SavedModel folder, or serving base folder (newest version)")
     predict.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...), folders of them, or glob patterns")
     predict.add_argument("--out", default="outputs/predictions", help="where <image>.png and <image>.json go")
     predict.add_argument(
         "--min-score", type=float, default=config_lib.ModelConfig.display_confidence_threshold, help="lowest score shown"
+    )
+    predict.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=config_lib.DataConfig.max_image_pixels,
+        help="larger images are skipped, checked from their header before decoding",
     )
     predict.set_defaults(handler=_predict)
     return parser
@@ -185,8 +321,8 @@ def _add_data_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         action="append",
-        help="VOCdevkit folder or tfds VOC data dir, recognised from its layout; repeat it to combine "
-        "(e.g. VOC2007 and VOC2012). Default: the generated sample",
+        help="dataset folder, recognised from its layout (VOCdevkit, CVAT, Label Studio, LabelImg, Roboflow, "
+        "tfds VOC build); repeat it to combine (e.g. VOC2007 and VOC2012). Default: the generated sample",
     )
     parser.add_argument("--spans", action="store_true", help="--data is one root laid out as span-<N>/...; use the newest span")
     parser.add_argument("--labels", help="class names, one a line in id order (default: config data.class_names)")
@@ -232,6 +368,12 @@ def _add_connection_flags(parser: argparse.ArgumentParser) -> None:
         "--token-env", default=kfp_client.DEFAULT_TOKEN_ENV, help="environment variable holding the bearer token"
     )
     parser.add_argument("--token-file", help="file holding the bearer token (instead of --token-env)")
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow a plain http:// --host outside the cluster (the token then travels unencrypted); "
+        f"http to the in-cluster service ({kfp_client.IN_CLUSTER_HOSTS[-1]}) needs no flag",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> config_lib.PipelineConfig:
@@ -257,6 +399,11 @@ def config_from_args(args: argparse.Namespace) -> config_lib.PipelineConfig:
     if args.spans:
         overrides.setdefault("data", {})["spans"] = True
     if args.labels:
+        # Checked here, before any data is read or written: a folder or a missing file is a typo.
+        if os.path.isdir(args.labels):
+            raise UsageError(f"{args.labels}: is a folder (--labels); give the labels file, one class name a line")
+        if not os.path.isfile(args.labels):
+            raise UsageError(f"{args.labels}: no such file (--labels); give the labels file, one class name a line")
         overrides.setdefault("data", {})["labels_file"] = args.labels
     return config_lib.load(args.preset, args.config, overrides)
 
@@ -308,6 +455,16 @@ def prepare_data_root(config: config_lib.PipelineConfig) -> tuple[config_lib.Pip
     return config.with_overrides({"data": overrides}), root
 
 
+@contextlib.contextmanager
+def _holding(output_dir: str, command: str):
+    """The output folder, held for this command (`output_lock`); another vocdet holding it is a one-line error."""
+    try:
+        with output_lock.hold(output_dir, command):
+            yield
+    except output_lock.OutputInUse as error:
+        raise UsageError(str(error)) from None
+
+
 def _make_sample(args: argparse.Namespace) -> int:
     spec = sample_data.SampleSpec(num_images=args.num_images, seed=args.seed)
     voc_dir = sample_data.make_sample(args.directory, spec, reuse=False)
@@ -323,17 +480,18 @@ def _run(args: argparse.Namespace) -> int:
     if config.model.backbone_weights and not os.path.exists(config.model.backbone_weights):
         raise UsageError(f"{config.model.backbone_weights}: model.backbone_weights: no such file")
     started = time.time()
-    config, data_root = prepare_data_root(config)
-    print(
-        f"vocdet: running {config.pipeline_name} with the {args.runner} runner "
-        f"on {config.data.format} data ({config.model.backbone}, {config.model.image_size}px, "
-        f"{config.train.epochs} epochs) -> {config.output_dir}",
-        flush=True,
-    )
+    with _holding(config.output_dir, "run"):
+        config, data_root = prepare_data_root(config)
+        print(
+            f"vocdet: running {config.pipeline_name} with the {args.runner} runner "
+            f"on {config.data.format} data ({config.model.backbone}, {config.model.image_size}px, "
+            f"{config.train.epochs} epochs) -> {config.output_dir}",
+            flush=True,
+        )
 
-    from vocdet.pipeline import local_runner  # TFX and TensorFlow load here, not for --help
+        from vocdet.pipeline import local_runner  # TFX and TensorFlow load here, not for --help
 
-    summary = local_runner.run(config, data_root, runner=args.runner)
+        summary = local_runner.run(config, data_root, runner=args.runner)
     minutes, seconds = divmod(int(time.time() - started), 60)
     print(f"\nvocdet: pipeline finished in {minutes}m{seconds:02d}s")
     for line in summary.lines():
@@ -353,13 +511,14 @@ def _run_package(args: argparse.Namespace) -> int:
     output = args.output or "outputs"
     started = time.time()
     try:
-        package = package_runner.Package.read(args.package)
-        data_root = package_runner.local_data_root(package, output, args.data or [], DATA_ROOT_PARAMETER)
-        print(f"vocdet: running {args.package} ({len(package.task_order())} tasks) with data_root {data_root} -> {output}",
-              flush=True)
-        run_id, _ = package_runner.run_package(
-            package, output, {DATA_ROOT_PARAMETER: data_root}, progress=lambda line: print(line, flush=True)
-        )
+        with _holding(output, "run --package"):
+            package = package_runner.Package.read(args.package)
+            data_root = package_runner.local_data_root(package, output, args.data or [], DATA_ROOT_PARAMETER)
+            print(f"vocdet: running {args.package} ({len(package.task_order())} tasks) with data_root {data_root} "
+                  f"-> {output}", flush=True)
+            run_id, _ = package_runner.run_package(
+                package, output, {DATA_ROOT_PARAMETER: data_root}, progress=lambda line: print(line, flush=True)
+            )
     except package_runner.PackageError as error:
         raise UsageError(str(error)) from None
     from vocdet.pipeline import local_runner
@@ -385,6 +544,7 @@ def _compile(args: argparse.Namespace) -> int:
 
     config = _cluster_config(args)
     package = kubeflow.compile_pipeline(config, args.out)
+    _warn_if_tag_only(config, "compile")
     print(
         f"vocdet compile: {package.path} ({package.num_tasks} tasks, {package.size_bytes / 1024:.0f} KiB; "
         f"image {config.kubeflow.image}, data_root default {config.kubeflow.data_root}, "
@@ -401,7 +561,19 @@ def _package(args: argparse.Namespace, config: config_lib.PipelineConfig, scratc
         return args.package
     from vocdet.pipeline import kubeflow
 
-    return kubeflow.compile_pipeline(config, os.path.join(scratch, "pipeline.yaml")).path
+    package = kubeflow.compile_pipeline(config, os.path.join(scratch, "pipeline.yaml")).path
+    _warn_if_tag_only(config, args.command)
+    return package
+
+
+def _warn_if_tag_only(config: config_lib.PipelineConfig, command: str) -> None:
+    """A tag can be moved to other bytes after the run is compiled; a digest cannot (`:latest` is refused outright)."""
+    if not config.kubeflow.image_pinned_by_digest:
+        print(
+            f"vocdet {command}: warning: image {config.kubeflow.image} is pinned by tag only; pin it by digest "
+            f"({config.kubeflow.image}@sha256:..., as docker push prints it) so every task runs the same bytes",
+            file=sys.stderr,
+        )
 
 
 def _connection(args: argparse.Namespace, config: config_lib.PipelineConfig):
@@ -413,6 +585,7 @@ def _connection(args: argparse.Namespace, config: config_lib.PipelineConfig):
         token_env=args.token_env,
         token_file=args.token_file,
         service_account=config.kubeflow.service_account,
+        insecure=args.insecure,
     )
 
 
@@ -469,11 +642,12 @@ def _schedule(args: argparse.Namespace) -> int:
 
 def _ingest(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    config, data_root = prepare_data_root(config)
+    with _holding(config.output_dir, "ingest"):
+        config, data_root = prepare_data_root(config)
 
-    from vocdet.pipeline import local_runner
+        from vocdet.pipeline import local_runner
 
-    examples_uri, counts = local_runner.ingest(config, data_root)
+        examples_uri, counts = local_runner.ingest(config, data_root)
     print(f"\nvocdet ingest: {config.data.format} data from {data_root}")
     print(f"  examples: {examples_uri}")
     for line in local_runner.count_lines(counts) + local_runner.ingest_notes(examples_uri):
@@ -519,7 +693,7 @@ def _predict(args: argparse.Namespace) -> int:
     progress = tqdm(paths, unit="image", disable=len(paths) < 2 or not sys.stderr.isatty())
     for path in progress:
         try:
-            image = predict.read_image(path)
+            image = predict.read_image(path, args.max_image_pixels)
         except predict.PredictError as error:
             progress.write(f"vocdet predict: error: {error}", file=sys.stderr)
             failures += 1
@@ -528,6 +702,18 @@ def _predict(args: argparse.Namespace) -> int:
         picture, _ = predict.write_outputs(image, detections, args.out, os.path.splitext(os.path.basename(path))[0])
         progress.write(f"{path}: {len(detections)} detections -> {picture}")
     return 1 if failures else 0
+
+
+def _freeze_schema(args: argparse.Namespace) -> int:
+    from vocdet.pipeline import frozen_schema
+
+    try:
+        source, class_names = frozen_schema.freeze(args.output, args.schema_file)
+    except frozen_schema.FreezeError as error:
+        raise UsageError(str(error)) from None
+    print(f"vocdet freeze-schema: {args.schema_file} from {source} ({len(class_names)} classes)")
+    print(f"  review it, keep it with the project, and set data.schema_file: {args.schema_file}")
+    return 0
 
 
 def _backbone_weights(args: argparse.Namespace) -> int:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from typing import Any
@@ -69,6 +70,10 @@ class DataConfig:
     max_image_pixels: int = 50_000_000
     # Fail the run when any record is rejected, or an image is in more than one split, instead of reporting it.
     strict: bool = False
+    # A schema kept with the project (`vocdet freeze-schema`): TFX's ImportSchemaGen reads it instead of
+    # inferring one each run, and ExampleValidator stops the run, before Transform, when a data drop
+    # breaks it (a new class id, a missing feature). Empty: SchemaGen infers the schema from the data.
+    schema_file: str = ""
     # Class names in id order. Empty: taken from the data (a tfds build's labels
     # file, or the sorted names found in the VOC annotations). labels_file, one
     # name a line, overrides both.
@@ -136,7 +141,9 @@ class KubeflowConfig:
     the cluster's own store, KFP's `metadata-grpc-service`.
     """
 
-    # The image every task runs in (docker/Dockerfile); --image sets it.
+    # The image every task runs in (docker/Dockerfile); --image sets it. Pin it by digest
+    # (registry.example.com/vocdet:1.0@sha256:...): a tag can be moved, `vocdet compile` warns about a tag alone
+    # and refuses `:latest` or no tag at all.
     image: str = ""
     # TFX's pipeline root: a folder on the PVC or a gs:// URI; empty: `<pvc_mount_path>/pipeline_root`.
     pipeline_root: str = ""
@@ -175,7 +182,13 @@ class KubeflowConfig:
     def tfx_pipeline_root(self) -> str:
         return self.pipeline_root or os.path.join(self.pvc_mount_path, "pipeline_root")
 
+    @property
+    def image_pinned_by_digest(self) -> bool:
+        return bool(self.image) and image_reference(self.image)[2] is not None
+
     def validate(self) -> None:
+        if self.image:
+            image_reference(self.image)
         if self.pipeline_root and "://" in self.pipeline_root and not self.pipeline_root.startswith("gs://"):
             raise ValueError(
                 f"kubeflow.pipeline_root must be on the PVC or a gs:// URI (TensorFlow 2.16 writes no other object "
@@ -191,6 +204,27 @@ class KubeflowConfig:
                 raise ValueError(
                     f"kubeflow.{name}: {path!r} is neither under the PVC mount {self.pvc_mount_path} nor a URI"
                 )
+
+
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+
+
+def image_reference(image: str) -> tuple[str, str | None, str | None]:
+    """(name, tag, digest) of a container image reference; `:latest`, no tag and no digest, or a bad digest raise."""
+    name, _, digest = image.partition("@")
+    if digest and not _DIGEST.fullmatch(digest):
+        raise ValueError(f"kubeflow.image {image!r}: the digest must be sha256: and 64 hex digits")
+    last = name.rsplit("/", 1)[-1]  # a registry's port (host:5000/...) is not a tag
+    tag = last.partition(":")[2] or None if ":" in last else None
+    if tag is not None:
+        name = name[: len(name) - len(tag) - 1]
+    if tag == "latest" or (tag is None and not digest):
+        raise ValueError(
+            f"kubeflow.image {image!r}: {'the tag latest' if tag else 'an image without a tag'} names whatever was pushed "
+            "last; "
+            "pin the image by digest (NAME@sha256:..., as docker push prints it)"
+        )
+    return name, tag, digest or None
 
 
 @dataclasses.dataclass
@@ -299,13 +333,28 @@ def load(preset: str = "demo", yaml_path: str | None = None, overrides: dict[str
         raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
     merged = dataclasses.asdict(PRESETS[preset]())
     if yaml_path:
-        with open(yaml_path) as handle:
-            from_file = yaml.safe_load(handle) or {}
+        from_file = _read_yaml(yaml_path)
         if not isinstance(from_file, dict):
             raise ValueError(f"{yaml_path}: expected a mapping of config sections")
         merged = _deep_merge(PipelineConfig, merged, from_file, path="")
     merged = _deep_merge(PipelineConfig, merged, overrides or {}, path="")
     return _from_dict(PipelineConfig, merged).validate()
+
+
+def _read_yaml(path: str) -> Any:
+    """The config file's contents; a folder, a missing file or YAML that does not parse is one line naming the file."""
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a folder; the config file is one YAML file (e.g. my.yaml)")
+    try:
+        with open(path) as handle:
+            return yaml.safe_load(handle) or {}
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such config file") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ValueError(f"{path}: not valid YAML{where} ({problem}); fix the file") from None
 
 
 def _deep_merge(cls: type, base: dict[str, Any], overrides: dict[str, Any], path: str) -> dict[str, Any]:

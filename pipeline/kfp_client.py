@@ -9,16 +9,36 @@
 
 Authentication is a bearer token read from an environment variable or a
 file; it goes only into the Authorization header, never into logs, output or
-the compiled spec.
+the compiled spec, and never over plain http unless asked (`insecure`) or to
+the in-cluster service.
+
+An API that cannot be reached, or that refuses the token, is one
+`KfpConnectionError` naming the host, at the first request: the kfp SDK's own
+health check would retry five times over 25 s and then say only "Failed
+getting healthz endpoint after 5 attempts".
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import time
+import urllib.parse
 
 DEFAULT_TOKEN_ENV = "KFP_TOKEN"
+# KFP's API service (`ml-pipeline` in the `kubeflow` namespace) as pods reach it: plain http inside the cluster
+# is KFP's documented in-cluster endpoint, so the token may go there without --insecure.
+IN_CLUSTER_HOSTS = (
+    "ml-pipeline",
+    "ml-pipeline.kubeflow",
+    "ml-pipeline.kubeflow.svc",
+    "ml-pipeline.kubeflow.svc.cluster.local",
+)
+
+
+class KfpConnectionError(Exception):
+    """The Kubeflow Pipelines API could not be reached, or refused the request; the message names the host."""
 
 
 @dataclasses.dataclass
@@ -29,6 +49,11 @@ class Connection:
     token_file: str | None = None
     # The Kubernetes service account the run's pods use (k8s/rbac.yaml); empty: KFP's default.
     service_account: str = ""
+    # Allow a plain http:// host outside the cluster (the token then travels unencrypted).
+    insecure: bool = False
+
+    def __post_init__(self):
+        check_transport(self.host, self.insecure)
 
     def token(self) -> str | None:
         if self.token_file:
@@ -40,9 +65,66 @@ class Connection:
         return os.environ.get(self.token_env) or None
 
     def client(self):
+        """The kfp SDK's Client, after one health check that fails fast (see the module's docstring)."""
         import kfp
 
-        return kfp.Client(host=self.host, namespace=self.namespace or "kubeflow", existing_token=self.token())
+        class Client(kfp.Client):
+            _healthz = None
+
+            def get_kfp_healthz(self, sleep_duration: int = 5):  # noqa: ARG002 (one attempt: no retry to wait for)
+                if self._healthz is None:
+                    self._healthz = self._healthz_api.healthz_service_get_healthz()
+                return self._healthz
+
+        with self.api_errors():
+            client = Client(host=self.host, namespace=self.namespace or "kubeflow", existing_token=self.token())
+            client.get_kfp_healthz()  # the constructor skips it when a namespace is set
+        return client
+
+    @contextlib.contextmanager
+    def api_errors(self):
+        """The kfp SDK's network and HTTP errors as one KfpConnectionError naming the host and what to do."""
+        import kfp_server_api
+        import urllib3
+
+        try:
+            yield
+        except kfp_server_api.ApiException as error:
+            raise KfpConnectionError(self._refused(error.status, error.reason)) from error
+        except urllib3.exceptions.HTTPError as error:
+            reason = getattr(error, "reason", None) or error
+            detail = str(reason).split(": ", 1)[-1] if ": " in str(reason) else str(reason)
+            raise KfpConnectionError(
+                f"{self.host}: cannot reach the Kubeflow Pipelines API ({detail}); check --host (e.g. "
+                "https://kubeflow.example.com/pipeline) and that this machine can reach it (VPN, "
+                "or kubectl port-forward -n kubeflow svc/ml-pipeline 8888:8888 and --host http://localhost:8888 --insecure)"
+            ) from error
+
+    def _refused(self, status: int, reason: str | None) -> str:
+        answer = f"{self.host}: the Kubeflow Pipelines API answered HTTP {status} {reason or ''}".rstrip()
+        source = f"--token-file {self.token_file}" if self.token_file else f"${self.token_env}"
+        if status == 401:
+            if self.token() is None:
+                return f"{answer}; no token was sent: set ${self.token_env} or pass --token-file"
+            return f"{answer}; the token in {source} was refused: get a fresh one and retry"
+        if status == 403:
+            namespace = self.namespace or "kubeflow"
+            return f"{answer}; the token's identity may not use namespace {namespace}: check --namespace and the profile's contributors"
+        if status == 404:
+            return f"{answer}; check that --host is the pipelines API endpoint (e.g. https://kubeflow.example.com/pipeline)"
+        return f"{answer}; the API is up but failing: retry later, or look at the ml-pipeline pods' logs"
+
+
+def check_transport(host: str, insecure: bool) -> None:
+    """Refuses plain http outside the cluster unless `insecure`: the bearer token would travel in clear text."""
+    parsed = urllib.parse.urlsplit(host if "://" in host else f"https://{host}")
+    if parsed.scheme not in ("http", "https"):
+        raise ValueError(f"--host {host}: expected an http(s):// URL, e.g. https://kubeflow.example.com/pipeline")
+    if parsed.scheme == "http" and not insecure and parsed.hostname not in IN_CLUSTER_HOSTS:
+        raise ValueError(
+            f"--host {host}: plain http would send the bearer token unencrypted; use https://, "
+            "or pass --insecure if the network is trusted (e.g. a kubectl port-forward to localhost)"
+        )
 
 
 def kfp_cron(expression: str) -> str:
@@ -69,8 +151,9 @@ def upload(client, package_path: str, pipeline_name: str) -> tuple[str, str]:
 def _upload_into_experiment(connection: Connection, package_path: str, pipeline_name: str, experiment: str):
     """(client, pipeline id, version id, experiment id): what a run or a recurring run refers to."""
     client = connection.client()
-    pipeline_id, version_id = upload(client, package_path, pipeline_name)
-    experiment_id = client.create_experiment(experiment, namespace=connection.namespace).experiment_id
+    with connection.api_errors():
+        pipeline_id, version_id = upload(client, package_path, pipeline_name)
+        experiment_id = client.create_experiment(experiment, namespace=connection.namespace).experiment_id
     return client, pipeline_id, version_id, experiment_id
 
 
@@ -79,14 +162,15 @@ def submit(connection: Connection, package_path: str, pipeline_name: str, experi
     client, pipeline_id, version_id, experiment_id = _upload_into_experiment(
         connection, package_path, pipeline_name, experiment
     )
-    run = client.run_pipeline(
-        experiment_id=experiment_id,
-        job_name=f"{pipeline_name}-{time.strftime('%Y%m%d-%H%M%S')}",
-        pipeline_id=pipeline_id,
-        version_id=version_id,
-        params=parameters,
-        service_account=connection.service_account or None,
-    )
+    with connection.api_errors():
+        run = client.run_pipeline(
+            experiment_id=experiment_id,
+            job_name=f"{pipeline_name}-{time.strftime('%Y%m%d-%H%M%S')}",
+            pipeline_id=pipeline_id,
+            version_id=version_id,
+            params=parameters,
+            service_account=connection.service_account or None,
+        )
     return run.run_id
 
 
@@ -107,27 +191,29 @@ def schedule(
     client, pipeline_id, version_id, experiment_id = _upload_into_experiment(
         connection, package_path, pipeline_name, experiment
     )
-    recurring_run = client.create_recurring_run(
-        experiment_id=experiment_id,
-        job_name=f"{pipeline_name}-retraining",
-        description=f"scheduled retraining of {pipeline_name} ({cron})",
-        cron_expression=cron,
-        max_concurrency=max_concurrency,
-        no_catchup=not catchup,
-        pipeline_id=pipeline_id,
-        version_id=version_id,
-        params=parameters,
-        enabled=True,
-        service_account=connection.service_account or None,
-    )
+    with connection.api_errors():
+        recurring_run = client.create_recurring_run(
+            experiment_id=experiment_id,
+            job_name=f"{pipeline_name}-retraining",
+            description=f"scheduled retraining of {pipeline_name} ({cron})",
+            cron_expression=cron,
+            max_concurrency=max_concurrency,
+            no_catchup=not catchup,
+            pipeline_id=pipeline_id,
+            version_id=version_id,
+            params=parameters,
+            enabled=True,
+            service_account=connection.service_account or None,
+        )
     return recurring_run.recurring_run_id
 
 
 def list_schedules(connection: Connection, experiment: str) -> list[dict]:
     """The recurring runs of `experiment`: id, name, cron, status."""
     client = connection.client()
-    experiment_id = client.get_experiment(experiment_name=experiment, namespace=connection.namespace).experiment_id
-    response = client.list_recurring_runs(experiment_id=experiment_id, page_size=100)
+    with connection.api_errors():
+        experiment_id = client.get_experiment(experiment_name=experiment, namespace=connection.namespace).experiment_id
+        response = client.list_recurring_runs(experiment_id=experiment_id, page_size=100)
     return [
         {
             "id": run.recurring_run_id,
@@ -140,4 +226,6 @@ def list_schedules(connection: Connection, experiment: str) -> list[dict]:
 
 
 def disable_schedule(connection: Connection, recurring_run_id: str) -> None:
-    connection.client().disable_recurring_run(recurring_run_id)
+    client = connection.client()
+    with connection.api_errors():
+        client.disable_recurring_run(recurring_run_id)

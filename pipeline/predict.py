@@ -14,11 +14,13 @@ import dataclasses
 import io
 import json
 import os
+import warnings
 
 from PIL import Image, UnidentifiedImageError
 
 from vocdet.components import visualization
 from vocdet.components.atomic_pusher import push
+from vocdet.components.voc_example_gen import convert
 
 
 class PredictError(ValueError):
@@ -33,7 +35,18 @@ class Detection:
 
 
 def resolve_model_dir(path: str) -> str:
-    """A SavedModel folder itself, or the newest version under a serving base folder."""
+    """A SavedModel folder itself, or the newest version under a serving base folder.
+
+    Never a push's hidden `.incoming-*` copy: a push in progress, or one a killed push left, maybe half written.
+    """
+    incoming = next((part for part in os.path.normpath(os.path.abspath(path)).split(os.sep)
+                     if part.startswith(push.INCOMING_PREFIX)), None)
+    if incoming:
+        base = os.path.abspath(path).split(os.sep + incoming)[0]
+        raise PredictError(
+            f"{path}: {incoming} is a push in progress, or one a killed push left (maybe half written), not a served "
+            f"version; give the serving folder {base} (its newest version is used) or one of its numbered versions"
+        )
     if os.path.exists(os.path.join(path, "saved_model.pb")):
         return path
     versions = push.versions(path)
@@ -69,13 +82,21 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     return paths
 
 
-def read_image(path: str) -> Image.Image:
+def read_image(path: str, max_image_pixels: int) -> Image.Image:
+    """8-bit RGB (16-bit greyscale scaled, as ingest does); an image above the limit is refused from its header."""
     try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
+        with warnings.catch_warnings():  # PIL's bomb warning: our own limit says it better
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                too_large = convert.image_pixels_error(*image.size, max_image_pixels)
+                if too_large:
+                    raise PredictError(f"{path}: {too_large.replace('data.max_image_pixels', '--max-image-pixels')}; skipped")
+                image.load()
+                return convert.to_rgb(image)
     except FileNotFoundError:
         raise PredictError(f"{path}: no such file") from None
+    except Image.DecompressionBombError as error:
+        raise PredictError(f"{path}: above PIL's decompression-bomb limit ({error}); skipped") from None
     except (UnidentifiedImageError, OSError) as error:
         raise PredictError(f"{path}: cannot read image ({type(error).__name__})") from None
 

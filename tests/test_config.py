@@ -120,3 +120,21 @@ def test_derived_split_shares_are_checked_against_the_splits_used():
         "demo", None, {"data": {"split_by": "hash", "train_splits": ["train"], "derived_split": {"train": 90, "test": 10}}}
     )
     assert config.data.derived_split == {"train": 90, "test": 10}
+
+
+@pytest.mark.parametrize("size", [0, -128])
+def test_image_size_must_be_positive(size):
+    """0 and negative sizes are multiples of 128 too; RetinaNet needs a positive one (P7's stride)."""
+    with pytest.raises(ValueError, match=rf"model.image_size must be a positive multiple of 128.*got {size}"):
+        config_lib.load("demo", overrides={"model": {"image_size": size}})
+
+
+def test_kubeflow_image_is_pinned_never_latest():
+    digest = "sha256:" + "ab" * 32
+    assert config_lib.image_reference(f"registry:5000/vocdet:1.0@{digest}") == ("registry:5000/vocdet", "1.0", digest)
+    assert config_lib.image_reference("registry:5000/vocdet:1.0") == ("registry:5000/vocdet", "1.0", None)
+    for image in ("vocdet:latest", "registry:5000/vocdet", "vocdet@sha256:abc"):
+        with pytest.raises(ValueError, match="kubeflow.image"):
+            config_lib.load("voc_guide", overrides={"kubeflow": {"image": image}})
+    assert config_lib.load("voc_guide", overrides={"kubeflow": {"image": f"vocdet@{digest}"}}).kubeflow.image_pinned_by_digest
+    assert not config_lib.load("voc_guide", overrides={"kubeflow": {"image": "vocdet:1.0"}}).kubeflow.image_pinned_by_digest

@@ -5,6 +5,8 @@ import importlib.metadata
 import importlib.util
 import os
 import re
+import shutil
+import subprocess
 import sys
 
 import kubernetes_validate
@@ -20,39 +22,87 @@ def _read(*parts: str) -> str:
         return handle.read()
 
 
-def _dockerfile_stages() -> list[list[tuple[str, str]]]:
-    """[[(instruction, arguments), ...] per stage], continuation lines joined, comments dropped."""
+def _dockerfile_lines() -> list[tuple[str, str]]:
+    """[(instruction, arguments), ...], continuation lines joined, comments dropped."""
     text = re.sub(r"\\\n", " ", _read("docker", "Dockerfile"))
-    stages: list[list[tuple[str, str]]] = []
+    lines = []
     for line in text.splitlines():
         line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        instruction, _, arguments = line.partition(" ")
-        if instruction.upper() == "FROM":
+        if line and not line.startswith("#"):
+            instruction, _, arguments = line.partition(" ")
+            lines.append((instruction.upper(), arguments.strip()))
+    return lines
+
+
+def _dockerfile_stages() -> list[list[tuple[str, str]]]:
+    """[[(instruction, arguments), ...] per stage]; the ARGs before the first FROM are in no stage."""
+    stages: list[list[tuple[str, str]]] = []
+    for instruction, arguments in _dockerfile_lines():
+        if instruction == "FROM":
             stages.append([])
-        stages[-1].append((instruction.upper(), arguments.strip()))
+        if stages:
+            stages[-1].append((instruction, arguments))
     return stages
 
 
-def test_dockerfile_base_matches_this_python_and_installs_the_lock():
+def _dockerfile_bases() -> list[str]:
+    """Each stage's base image, with the global ARGs' defaults substituted as `docker build` does."""
+    arguments_before_from = {}
+    for instruction, arguments in _dockerfile_lines():
+        if instruction == "FROM":
+            break
+        if instruction == "ARG":
+            name, _, default = arguments.partition("=")
+            arguments_before_from[name] = default
+    bases = [arguments.split()[0] for stage in _dockerfile_stages() for instruction, arguments in stage if instruction == "FROM"]
+    return [re.sub(r"\$\{(\w+)\}", lambda match: arguments_before_from[match.group(1)], base) for base in bases]
+
+
+def _lock(*parts: str) -> dict[str, tuple[str, list[str]]]:
+    """name -> (version, [sha256, ...]) of a hashed requirements file (`make lock`'s format)."""
+    pins = {}
+    for entry in re.split(r"\n(?=\S)", _read(*parts)):
+        if entry.startswith("#") or "==" not in entry:
+            continue
+        name, version = entry.split()[0].split("==")
+        pins[name] = (version, re.findall(r"--hash=sha256:([0-9a-f]{64})", entry))
+    return pins
+
+
+def test_dockerfile_base_matches_this_python_is_pinned_by_digest_and_installs_the_lock_by_hash():
     stages = _dockerfile_stages()
-    bases = [arguments.split()[0] for stage in stages for instruction, arguments in stage if instruction == "FROM"]
+    bases = _dockerfile_bases()
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
-    assert all(re.fullmatch(rf"python:{re.escape(python)}\.\d+-slim-bookworm", base) for base in bases), bases
+    assert len(bases) == 2 and len(set(bases)) == 1, bases  # build and runtime from the same bytes
+    assert all(
+        re.fullmatch(rf"python:{re.escape(python)}\.\d+-slim-bookworm@sha256:[0-9a-f]{{64}}", base) for base in bases
+    ), bases
     runs = " ".join(arguments for instruction, arguments in stages[0] if instruction == "RUN")
     assert "-r requirements.lock" in runs and "--no-deps" in runs
     assert "-r requirements-gpu.txt" in runs
+    installs = [command for command in re.split(r"&&|\|", runs) if "pip install" in command]
+    assert len(installs) == 3 and all("--require-hashes" in command for command in installs), installs
+
+
+def test_the_lock_carries_hashes_and_setup_requires_them():
+    """Every pin of the lock (pip, setuptools and wheel included) and of the CUDA pins has its files' sha256."""
+    for parts in (("requirements.lock",), ("docker", "requirements-gpu.txt")):
+        pins = _lock(*parts)
+        assert pins and all(hashes for _, hashes in pins.values()), [name for name, (_, h) in pins.items() if not h]
+    lock = _lock("requirements.lock")
+    assert {"pip", "setuptools", "wheel"} <= set(lock)
+    makefile = _read("Makefile")
+    setup = makefile.split("$(STAMP):", 1)[1].split("\n\n", 1)[0]
+    installs = [line for line in setup.splitlines() if "pip install" in line]
+    assert len(installs) == 3
+    assert all("--require-hashes" in line for line in installs if "-e ." not in line)
+    assert "--hash" in makefile.split("define HASH_LOCK", 1)[1]
 
 
 def test_dockerfile_gpu_libraries_are_tensorflows_own_cuda_pins():
     """requirements-gpu.txt is exactly what tensorflow[and-cuda] of the locked version requires."""
-    pinned = dict(
-        line.split("==")
-        for line in _read("docker", "requirements-gpu.txt").splitlines()
-        if line and not line.startswith("#")
-    )
-    lock = dict(line.split("==") for line in _read("requirements.lock").splitlines() if "==" in line)
+    lock = {name: version for name, (version, _) in _lock("requirements.lock").items()}
+    pinned = {name: version for name, (version, _) in _lock("docker", "requirements-gpu.txt").items()}
     assert importlib.metadata.version("tensorflow") == lock["tensorflow"]
     wanted = {}
     for requirement in importlib.metadata.requires("tensorflow"):
@@ -88,15 +138,23 @@ def test_the_commands_tasks_run_exist_in_the_installed_project():
     assert any(entry.name == "vocdet" for entry in scripts)
 
 
+# Kustomize 5.5 sets the namespace on every kind but Namespace, the admission policies too (the API server
+# drops it from a cluster-scoped object).
+CLUSTER_SCOPED = {"Namespace"}
+
+
 def render_kustomization(directory: str) -> list[dict]:
     """The documents `kubectl kustomize` renders for the features our kustomization uses.
 
-    Supported: resources (files), namespace, labels (pairs). Anything else fails the
-    test, so a new kustomize feature in k8s/ needs its rendering here too.
+    Supported: resources (files), namespace, labels (pairs), images (name, newName, newTag,
+    digest) and replacements (one source field copied whole to target fields, `[name=...]`
+    list selectors). Anything else fails the test, so a new kustomize feature in k8s/ needs its
+    rendering here too; `test_rendering_agrees_with_kubectl_kustomize` checks this one against
+    kustomize itself where kubectl is installed.
     """
     with open(os.path.join(directory, "kustomization.yaml")) as handle:
         kustomization = yaml.safe_load(handle)
-    unsupported = set(kustomization) - {"apiVersion", "kind", "namespace", "resources", "labels"}
+    unsupported = set(kustomization) - {"apiVersion", "kind", "namespace", "resources", "labels", "images", "replacements"}
     assert not unsupported, f"render_kustomization does not know {unsupported}"
     documents = []
     for resource in kustomization["resources"]:
@@ -106,11 +164,69 @@ def render_kustomization(directory: str) -> list[dict]:
     for document in documents:
         metadata = document.setdefault("metadata", {})
         metadata.setdefault("labels", {}).update(labels)
-        if document["kind"] != "Namespace" and "namespace" in kustomization:
+        if document["kind"] not in CLUSTER_SCOPED and "namespace" in kustomization:
             metadata["namespace"] = kustomization["namespace"]
         for subject in document.get("subjects", []):
             subject.setdefault("namespace", kustomization.get("namespace"))
+        for container in _containers(document):
+            container["image"] = _kustomized_image(container["image"], kustomization.get("images", []))
+    for replacement in kustomization.get("replacements", []):
+        value = _field(_selected(documents, replacement["source"]), replacement["source"]["fieldPath"])
+        for target in replacement["targets"]:
+            for field_path in target["fieldPaths"]:
+                _set_field(_selected(documents, target["select"]), field_path, value)
     return documents
+
+
+def _containers(document: dict) -> list[dict]:
+    template = document.get("spec", {}).get("jobTemplate", {}).get("spec", document.get("spec", {}))
+    return template.get("template", {}).get("spec", {}).get("containers", [])
+
+
+def _kustomized_image(image: str, entries: list[dict]) -> str:
+    name, _, digest = image.partition("@")
+    last = name.rsplit("/", 1)[-1]
+    tag = last.split(":", 1)[1] if ":" in last else None
+    name = name[: len(name) - len(tag) - 1] if tag else name
+    for entry in entries:
+        if entry["name"] == name:
+            name = entry.get("newName", name)
+            # A digest replaces the tag unless the entry gives a newTag too (then both are kept, as kustomize does).
+            tag = entry.get("newTag", None if "digest" in entry else tag)
+            digest = entry.get("digest", digest)
+    return name + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
+
+
+def _selected(documents: list[dict], select: dict) -> dict:
+    (document,) = [d for d in documents if d["kind"] == select["kind"] and d["metadata"]["name"] == select["name"]]
+    return document
+
+
+def _walk(document: dict, field_path: str):
+    """(parent, key) of a kustomize field path such as `spec.containers.[name=x].image`."""
+    parts = field_path.split(".")
+    node = document
+    for part in parts[:-1]:
+        node = _step(node, part)
+    return node, parts[-1]
+
+
+def _step(node, part: str):
+    selector = re.fullmatch(r"\[(\w+)=([^\]]+)\]", part)
+    if selector:
+        (node,) = [item for item in node if item.get(selector.group(1)) == selector.group(2)]
+        return node
+    return node[part]
+
+
+def _field(document: dict, field_path: str):
+    parent, key = _walk(document, field_path)
+    return _step(parent, key)
+
+
+def _set_field(document: dict, field_path: str, value) -> None:
+    parent, key = _walk(document, field_path)
+    parent[key] = value
 
 
 @pytest.fixture(scope="module")
@@ -122,10 +238,27 @@ def test_every_manifest_is_valid_kubernetes(manifests):
     kinds = sorted(document["kind"] for document in manifests)
     assert kinds == sorted(
         ["Namespace", "PersistentVolumeClaim", "ServiceAccount", "ServiceAccount", "Role", "RoleBinding", "Deployment",
-         "Service", "CronJob"]
+         "Service", "CronJob", "NetworkPolicy", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
     )
     for document in manifests:
         kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+
+
+@pytest.mark.skipif(not shutil.which("kubectl"), reason="kubectl (with its kustomize) is not installed")
+def test_rendering_agrees_with_kubectl_kustomize(manifests):
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", os.path.join(REPO, "k8s")], capture_output=True, text=True, check=True
+    ).stdout
+    by_name = lambda documents: {(d["kind"], d["metadata"]["name"]): d for d in documents}  # noqa: E731
+    assert by_name(yaml.safe_load_all(rendered)) == by_name(manifests)
+
+
+def test_every_image_is_pinned_by_digest_never_latest(manifests):
+    images = [container["image"] for document in manifests for container in _containers(document)]
+    assert len(images) == 2
+    for image in images:
+        assert re.search(r"@sha256:[0-9a-f]{64}$", image) and ":latest" not in image, image
+    assert "latest" not in _read("k8s", "cronjob.yaml") + _read("k8s", "serving.yaml")
 
 
 def test_every_manifest_file_is_in_the_kustomization():
@@ -142,15 +275,37 @@ def _pod_specs(manifests):
             yield document["metadata"]["name"], document["spec"]["jobTemplate"]["spec"]["template"]["spec"]
 
 
-def test_containers_are_non_root_with_requests_and_limits(manifests):
+def test_pods_are_non_root_read_only_with_seccomp_and_requests_and_limits(manifests):
     specs = list(_pod_specs(manifests))
     assert {name for name, _ in specs} == {"vocdet-serving", "vocdet-retraining"}
     for name, spec in specs:
         assert spec["securityContext"]["runAsNonRoot"] is True, name
+        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        scratch = {volume["name"] for volume in spec["volumes"] if "emptyDir" in volume}
         for container in spec["containers"]:
-            assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
+            security = container["securityContext"]
+            assert security["allowPrivilegeEscalation"] is False, name
+            assert security["readOnlyRootFilesystem"] is True, name
+            assert security["capabilities"] == {"drop": ["ALL"]}, name
+            # What must be writable is an emptyDir: /tmp.
+            assert any(mount["mountPath"] == "/tmp" and mount["name"] in scratch for mount in container["volumeMounts"]), name
             assert {"cpu", "memory"} <= set(container["resources"]["requests"]), name
             assert {"cpu", "memory"} <= set(container["resources"]["limits"]), name
+
+
+def test_only_labelled_clients_reach_tf_serving(manifests):
+    (policy,) = [document for document in manifests if document["kind"] == "NetworkPolicy"]
+    (service,) = [document for document in manifests if document["kind"] == "Service"]
+    (deployment,) = [document for document in manifests if document["kind"] == "Deployment"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    (rule,) = policy["spec"]["ingress"]
+    assert rule["from"] == [{"podSelector": {"matchLabels": {"vocdet-serving-client": "true"}}}]
+    ports = {(port["protocol"], port["port"]) for port in rule["ports"]}
+    container_ports = {
+        port["name"]: port["containerPort"] for port in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]
+    }
+    assert ports == {("TCP", container_ports[port["targetPort"]]) for port in service["spec"]["ports"]}
 
 
 def test_serving_reads_the_folder_the_pusher_writes(manifests):
@@ -171,10 +326,31 @@ def test_rbac_grants_no_more_than_the_launcher_needs(manifests):
     (role,) = [document for document in manifests if document["kind"] == "Role"]
     granted = {(resource, verb) for rule in role["rules"] for resource in rule["resources"] for verb in rule["verbs"]}
     assert granted == {("configmaps", "get"), ("pods", "get"), ("pods", "patch")}
+    (configmaps,) = [rule for rule in role["rules"] if rule["resources"] == ["configmaps"]]
+    assert configmaps["resourceNames"] == ["kfp-launcher"]
+    # Each rule says why it is there.
+    rules_text = _read("k8s", "rbac.yaml").split("rules:", 1)[1].split("---", 1)[0]
+    assert len(re.findall(r"\n  #[^\n]*\n(?:  #[^\n]*\n)*  - apiGroups", rules_text)) == len(role["rules"])
     from vocdet.pipeline import config as config_lib
 
     accounts = {document["metadata"]["name"] for document in manifests if document["kind"] == "ServiceAccount"}
     assert config_lib.KubeflowConfig().service_account in accounts
+
+
+def test_pods_patch_is_narrowed_to_the_runners_own_pod_metadata(manifests):
+    """RBAC cannot name a generated pod: a ValidatingAdmissionPolicy limits `pods: patch` to the runner's own pod."""
+    from vocdet.pipeline import config as config_lib
+
+    (policy,) = [document for document in manifests if document["kind"] == "ValidatingAdmissionPolicy"]
+    (binding,) = [document for document in manifests if document["kind"] == "ValidatingAdmissionPolicyBinding"]
+    assert binding["spec"]["policyName"] == policy["metadata"]["name"] and binding["spec"]["validationActions"] == ["Deny"]
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rule["resources"] == ["pods"] and rule["operations"] == ["UPDATE"]  # a patch is an UPDATE at admission
+    (condition,) = policy["spec"]["matchConditions"]
+    assert f':{config_lib.KubeflowConfig().service_account}"' in condition["expression"]
+    checks = " ".join(validation["expression"] for validation in policy["spec"]["validations"])
+    assert "authentication.kubernetes.io/pod-name" in checks and "object.spec == oldObject.spec" in checks
+    assert policy["spec"]["failurePolicy"] == "Fail"
 
 
 def test_cronjob_submits_with_the_cli_and_a_projected_token(manifests):
@@ -182,12 +358,21 @@ def test_cronjob_submits_with_the_cli_and_a_projected_token(manifests):
 
     (cronjob,) = [document for document in manifests if document["kind"] == "CronJob"]
     (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
-    command = container["command"]
+    # Kubernetes expands $(NAME) in a command from the container's env.
+    env = {variable["name"]: variable["value"] for variable in container["env"]}
+    command = [re.sub(r"\$\((\w+)\)", lambda match: env[match.group(1)], part) for part in container["command"]]
     assert command[:2] == ["vocdet", "submit"]
-    # The arguments parse with the real CLI.
+    # The arguments parse with the real CLI, and the tasks run the image the CronJob runs, pinned by digest.
     args = cli._parser().parse_args(command[1:])
     assert args.host.startswith("http://ml-pipeline.kubeflow") and args.warm_start
     assert args.token_file.startswith("/var/run/secrets/kubeflow/pipelines/")
+    assert args.image == container["image"]
+    assert cli.config_from_args(args).kubeflow.image_pinned_by_digest
+    # Plain http is accepted without --insecure only because this is KFP's in-cluster service.
+    from vocdet.pipeline import kfp_client
+
+    assert not args.insecure
+    kfp_client.Connection(host=args.host, insecure=args.insecure)
 
 
 def test_the_project_installs_under_one_package_name():

@@ -191,7 +191,7 @@ def kfp_api(monkeypatch):
 
 def test_submit_uploads_the_pipeline_and_starts_a_run(compiled, kfp_api, capsys):
     path, _, _, text = compiled
-    argv = ["submit", "--host", kfp_api.url, "--package", str(path), "--experiment", "weekly",
+    argv = ["submit", "--host", kfp_api.url, "--insecure", "--package", str(path), "--experiment", "weekly",
             "--data-root", "/mnt/vocdet/data/voc2012"]
     assert cli.main(argv) == 0
     assert "run run-1 started in experiment weekly" in capsys.readouterr().out
@@ -211,7 +211,7 @@ def test_submit_uploads_the_pipeline_and_starts_a_run(compiled, kfp_api, capsys)
 
 def test_the_token_goes_only_into_the_authorization_header(compiled, kfp_api, capsys):
     path, _, _, text = compiled
-    assert cli.main(["submit", "--host", kfp_api.url, "--package", str(path)]) == 0
+    assert cli.main(["submit", "--host", kfp_api.url, "--insecure", "--package", str(path)]) == 0
     output = capsys.readouterr()
     assert kfp_api.requests
     for request in kfp_api.requests:
@@ -225,16 +225,16 @@ def test_token_from_a_file(compiled, kfp_api, tmp_path, monkeypatch, capsys):
     token_file = tmp_path / "token"
     token_file.write_text("file-token\n")
     path = str(compiled[0])
-    assert cli.main(["submit", "--host", kfp_api.url, "--package", path, "--token-file", str(token_file)]) == 0
+    assert cli.main(["submit", "--host", kfp_api.url, "--insecure", "--package", path, "--token-file", str(token_file)]) == 0
     assert {r.headers["authorization"] for r in kfp_api.requests} == {"Bearer file-token"}
     missing = tmp_path / "missing"
-    assert cli.main(["submit", "--host", kfp_api.url, "--package", path, "--token-file", str(missing)]) == 2
+    assert cli.main(["submit", "--host", kfp_api.url, "--insecure", "--package", path, "--token-file", str(missing)]) == 2
     assert f"{missing}: cannot read the KFP token" in capsys.readouterr().err
 
 
 def test_schedule_creates_lists_and_disables_a_recurring_run(compiled, kfp_api, capsys):
     path = str(compiled[0])
-    argv = ["schedule", "--host", kfp_api.url, "--package", path, "--cron", "0 3 * * 0", "--max-concurrency", "1",
+    argv = ["schedule", "--host", kfp_api.url, "--insecure", "--package", path, "--cron", "0 3 * * 0", "--max-concurrency", "1",
             "--no-catchup"]
     assert cli.main(argv) == 0
     (created,) = kfp_api.calls("POST", "/apis/v2beta1/recurringruns")
@@ -243,17 +243,27 @@ def test_schedule_creates_lists_and_disables_a_recurring_run(compiled, kfp_api, 
     assert body["max_concurrency"] == 1 and body["no_catchup"] is True and body["mode"] == "ENABLE"
     assert body["pipeline_version_reference"]["pipeline_id"] == "pipeline-1"
 
-    assert cli.main(["schedule", "--host", kfp_api.url, "--list"]) == 0
+    assert cli.main(["schedule", "--host", kfp_api.url, "--insecure", "--list"]) == 0
     assert re.search(r"recurring-1\s+ENABLED\s+0 0 3 \* \* 0\s+vocdet-retraining", capsys.readouterr().out)
-    assert cli.main(["schedule", "--host", kfp_api.url, "--disable", "recurring-1"]) == 0
+    assert cli.main(["schedule", "--host", kfp_api.url, "--insecure", "--disable", "recurring-1"]) == 0
     assert kfp_api.calls("POST", "/apis/v2beta1/recurringruns/recurring-1:disable")
-    assert cli.main(["schedule", "--host", kfp_api.url, "--list"]) == 0
+    assert cli.main(["schedule", "--host", kfp_api.url, "--insecure", "--list"]) == 0
     assert "DISABLED" in capsys.readouterr().out
 
 
 def test_schedule_rejects_a_bad_cron_in_one_line(compiled, kfp_api, capsys):
-    argv = ["schedule", "--host", kfp_api.url, "--package", str(compiled[0]), "--cron", "every sunday"]
+    argv = ["schedule", "--host", kfp_api.url, "--insecure", "--package", str(compiled[0]), "--cron", "every sunday"]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err
     assert "cron expression 'every sunday'" in err and err.count("\n") == 1
     assert not kfp_api.calls("POST", "/apis/v2beta1/recurringruns")
+
+
+def test_compile_warns_about_a_tag_only_image_and_refuses_latest(tmp_path, capsys):
+    out = str(tmp_path / "p.yaml")
+    assert cli.main(["compile", "--image", IMAGE, "--out", out]) == 0
+    assert f"warning: image {IMAGE} is pinned by tag only" in capsys.readouterr().err
+    assert cli.main(["compile", "--image", f"{IMAGE}@sha256:{'0' * 64}", "--out", out]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert cli.main(["compile", "--image", "registry.example.com/vocdet:latest", "--out", out]) == 2
+    assert "the tag latest names whatever was pushed last" in capsys.readouterr().err
