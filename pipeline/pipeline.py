@@ -1,6 +1,7 @@
 """The vocdet TFX pipeline, built from a PipelineConfig; no I/O, no globals.
 
-ExampleGen (VOCdevkit folders, Beam) -> StatisticsGen -> SchemaGen ->
+ExampleGen (VOCdevkit folders, Beam) -> StatisticsGen -> SchemaGen (or
+ImportSchemaGen with the schema kept with the project, and ExampleValidator) ->
 Transform (boxes to the model's bounding_box_format) -> Trainer (KerasCV
 RetinaNet) -> CocoEvaluator (COCO and VOC mAP, blessing against the latest
 blessed model) and ServingCheck (load and query in a fresh process) ->
@@ -21,6 +22,7 @@ from tfx.proto import example_gen_pb2
 from vocdet.components.atomic_pusher import executor as atomic_pusher
 from vocdet.components.coco_evaluator.baseline import LatestBlessedBaselineStrategy
 from vocdet.components.coco_evaluator.component import CocoEvaluator
+from vocdet.components.example_validation.component import StoppingExampleValidator
 from vocdet.components.serving_check.component import ServingCheck
 from vocdet.components.voc_example_gen import executor as voc_example_gen
 from vocdet.pipeline import data_layout
@@ -48,7 +50,17 @@ def create_pipeline(
     example_gen = _example_gen(config, data_root)
     training_examples, span_resolvers = _training_examples(config, example_gen)
     statistics_gen = tfx.components.StatisticsGen(examples=example_gen.outputs["examples"])
-    schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"])
+    if data.schema_file:
+        # The schema kept with the project; a drop that breaks it stops the run before Transform.
+        schema_gen = tfx.components.ImportSchemaGen(schema_file=data.schema_file)
+        data_checks = [
+            StoppingExampleValidator(
+                statistics=statistics_gen.outputs["statistics"], schema=schema_gen.outputs["schema"]
+            ).with_id("ExampleValidator")
+        ]
+    else:
+        schema_gen = tfx.components.SchemaGen(statistics=statistics_gen.outputs["statistics"])
+        data_checks = []
     transform = tfx.components.Transform(
         examples=training_examples,
         schema=schema_gen.outputs["schema"],
@@ -58,6 +70,8 @@ def create_pipeline(
         # StatisticsGen already profiles the data; Transform's own TFDV pass would repeat it.
         disable_statistics=True,
     )
+    for check in data_checks:
+        transform.add_upstream_node(check)
     # The latest blessed model: the Trainer's starting point with train.warm_start.
     latest_blessed_model = tfx.dsl.Resolver(
         strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
@@ -113,6 +127,7 @@ def create_pipeline(
             *span_resolvers,
             statistics_gen,
             schema_gen,
+            *data_checks,
             transform,
             *([latest_blessed_model] if config.train.warm_start else []),
             trainer,
