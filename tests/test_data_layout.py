@@ -66,3 +66,24 @@ def test_custom_dataset_class_list_comes_from_annotations_or_labels_file(tmp_pat
     labels = tmp_path / "labels.txt"
     labels.write_text("widget\ngadget\n")
     assert data_layout.read_labels_file(str(labels)) == ["widget", "gadget"]
+
+
+def test_rebuilding_a_data_root_never_writes_into_the_data_and_drops_stale_groups(small_voc_root, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(small_voc_root, data)
+    before = sorted(str(path.relative_to(data)) for path in data.rglob("*"))
+    root = tmp_path / "root"
+    # A root as an earlier vocdet left it: a link to the whole VOC folder, and a second group.
+    (root / "0").mkdir(parents=True)
+    os.symlink(data / "VOC2007", root / "0" / "VOC2007")
+    (root / "1").mkdir()
+    os.symlink(data / "VOC2007", root / "1" / "VOC2007")
+
+    data_layout.make_data_root([str(data)], str(root))
+    assert sorted(os.listdir(root)) == ["0"]
+    voc = root / "0" / "VOC2007"
+    assert voc.is_dir() and not voc.is_symlink()
+    assert os.path.realpath(voc / "Annotations") == str(data / "VOC2007" / "Annotations")
+    assert sorted(str(path.relative_to(data)) for path in data.rglob("*")) == before  # nothing written there
