@@ -9,7 +9,7 @@ import platform
 import sys
 import time
 
-BENCHMARKS = ("ingest", "coco", "input_pipeline", "learn_sample")
+BENCHMARKS = ("ingest", "beam_runners", "coco", "input_pipeline", "learn_sample")
 
 
 def main() -> int:

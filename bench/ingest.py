@@ -22,7 +22,7 @@ from vocdet.components import voc_format
 from vocdet.components.voc_example_gen import convert
 from vocdet.pipeline import cli, sample_data
 
-MULTI_PROCESS = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+MULTI_PROCESS = {"beam": {"direct_running_mode": "multi_processing", "direct_num_workers": 2}}
 
 NUM_IMAGES = int(os.environ.get("BENCH_INGEST_IMAGES", "2000"))
 
@@ -52,7 +52,7 @@ def main() -> None:
         plain_rate = NUM_IMAGES / (time.perf_counter() - started)
 
         rates = {}
-        for mode, config in (("in_memory", {}), ("multi_processing, 2 workers", {"beam_pipeline_args": MULTI_PROCESS})):
+        for mode, config in (("in_memory", {}), ("multi_processing, 2 workers", MULTI_PROCESS)):
             config_path = os.path.join(work, "beam.yaml")
             with open(config_path, "w") as handle:
                 yaml.safe_dump(config, handle)

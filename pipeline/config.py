@@ -1,6 +1,6 @@
 """The one typed configuration every entry point reads.
 
-A tree of dataclasses (data, model, train, eval, push, kubeflow) with defaults,
+A tree of dataclasses (beam, data, model, train, eval, push, kubeflow) with defaults,
 `validate()` and derived values, in the manner of TF Model Garden's
 experiment configs. The model, train and eval sections are the components' own
 (`components/settings.py`); this module composes them with the rest. Layering:
@@ -35,6 +35,7 @@ from vocdet.components.settings import (  # noqa: F401  (the sections, and their
     TransformSettings,
 )
 from vocdet.components.trainer.backbones import BACKBONES  # noqa: F401
+from vocdet.pipeline import beam_args
 
 
 
@@ -161,10 +162,6 @@ class KubeflowConfig:
     # KFP's ML Metadata service, which every KFP install runs (TFX records its runs there).
     metadata_grpc_host: str = "metadata-grpc-service.kubeflow"
     metadata_grpc_port: int = 8080
-    # Beam inside each task: DirectRunner over all the task's cores.
-    beam_pipeline_args: list[str] = dataclasses.field(
-        default_factory=lambda: ["--direct_running_mode=multi_processing", "--direct_num_workers=0"]
-    )
     # Resources of every task, and of the Trainer.
     cpu_limit: float = 4.0
     memory_limit_gb: float = 16.0
@@ -228,13 +225,54 @@ def image_reference(image: str) -> tuple[str, str | None, str | None]:
 
 
 @dataclasses.dataclass
+class BeamConfig:
+    """Where ExampleGen, StatisticsGen and Transform run their Beam pipelines, here and on Kubeflow.
+
+    `beam_args.pipeline_args` turns this section into Beam's flags, for the local runner and the
+    Kubeflow compiler alike.
+    """
+
+    # "direct" (in the node's own process), "portable" (a Beam job service: Flink's on the cluster,
+    # k8s/flink/) or "dataflow".
+    runner: str = "direct"
+    # direct: "in_memory", "multi_threading" or "multi_processing"; empty: in_memory for a run here,
+    # multi_processing over all of a task's cores on Kubeflow.
+    direct_running_mode: str = ""
+    # direct, with multi_threading or multi_processing: workers (0: one per core).
+    direct_num_workers: int = 0
+    # portable: the job service (host:port), e.g. the Flink job server's Service on the cluster.
+    job_endpoint: str = "localhost:8099"
+    # portable: where SDK workers run: EXTERNAL (a worker pool, the sidecar of each Flink task manager),
+    # DOCKER, PROCESS or LOOPBACK (in the submitting process; tests only).
+    environment_type: str = "EXTERNAL"
+    # portable: EXTERNAL: the worker pool's address (empty: localhost:50000, the sidecar);
+    # DOCKER: the image (empty: kubeflow.image); PROCESS: the worker command as JSON.
+    environment_config: str = ""
+    # portable: where the job's files are staged (host:port); empty: the address the job service returns,
+    # which another pod may not reach (a job server bound to 0.0.0.0); on the cluster, the job server's
+    # Service, port 8098 (k8s/flink/job-server.yaml).
+    artifact_endpoint: str = ""
+    # portable: the job's parallelism on Flink (0: the job server's default).
+    parallelism: int = 0
+    # dataflow: the Google Cloud project, region and a gs:// temp location; the workers run kubeflow.image.
+    project: str = ""
+    region: str = ""
+    temp_location: str = ""
+    # More Beam flags for any runner (e.g. --max_num_workers=50 for Dataflow); not those set above.
+    extra_args: list[str] = dataclasses.field(default_factory=list)
+
+    def validate(self) -> None:
+        beam_args.validate(self)
+
+
+@dataclasses.dataclass
 class PipelineConfig:
     """Everything one pipeline run needs."""
 
     pipeline_name: str = "vocdet"
     output_dir: str = "outputs"
     enable_cache: bool = True
-    beam_pipeline_args: list[str] = dataclasses.field(default_factory=lambda: ["--direct_running_mode=in_memory"])
+    beam: BeamConfig = dataclasses.field(default_factory=BeamConfig)
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
@@ -259,9 +297,16 @@ class PipelineConfig:
     def serving_dir(self) -> str:
         return self.push.serving_dir or os.path.join(self.output_dir, "serving")
 
+    @property
+    def beam_pipeline_args(self) -> list[str]:
+        """Beam's flags for a run on this machine (the Kubeflow compiler asks `beam_args` with on_cluster=True)."""
+        return beam_args.pipeline_args(self.beam, image=self.kubeflow.image)
+
     def validate(self) -> "PipelineConfig":
-        for section in (self.data, self.model, self.train, self.eval, self.push, self.kubeflow):
+        for section in (self.beam, self.data, self.model, self.train, self.eval, self.push, self.kubeflow):
             section.validate()
+        if self.beam.runner == "dataflow" and not self.kubeflow.image:
+            raise ValueError("beam.runner dataflow runs the pipeline image on its workers: set kubeflow.image (--image)")
         return self
 
     # Each component's own slice (its custom_config), so that TFX reruns it only when it changes.

@@ -32,7 +32,7 @@ from tfx.dsl.compiler import compiler as tfx_compiler
 from tfx.dsl.compiler import constants as tfx_constants
 from tfx.proto.orchestration import pipeline_pb2
 
-from vocdet.pipeline import kubeflow_node
+from vocdet.pipeline import beam_args, kubeflow_node
 from vocdet.pipeline.config import KubeflowConfig, PipelineConfig
 from vocdet.pipeline.pipeline import create_pipeline
 
@@ -65,14 +65,14 @@ def compile_pipeline(config: PipelineConfig, output_path: str) -> CompiledPackag
     if not output_path.endswith((".yaml", ".yml")):
         raise ValueError(f"{output_path}: the compiled pipeline is YAML; name it .yaml")
     cluster_config = config.with_overrides(
-        {
-            "output_dir": kubeflow.pvc_mount_path,
-            "push": {"serving_dir": kubeflow.serving_dir},
-            "beam_pipeline_args": list(kubeflow.beam_pipeline_args),
-        }
+        {"output_dir": kubeflow.pvc_mount_path, "push": {"serving_dir": kubeflow.serving_dir}}
     )
     data_root = tfx.dsl.experimental.RuntimeParameter(name=DATA_ROOT_PARAMETER, ptype=str, default=kubeflow.data_root)
-    tfx_pipeline = create_pipeline(cluster_config, data_root, pipeline_root=kubeflow.tfx_pipeline_root)
+    # TFX's compiler puts these in the IR of each Beam node (ExampleGen, StatisticsGen, Transform).
+    cluster_beam_args = beam_args.pipeline_args(config.beam, image=kubeflow.image, on_cluster=True)
+    tfx_pipeline = create_pipeline(
+        cluster_config, data_root, pipeline_root=kubeflow.tfx_pipeline_root, beam_pipeline_args=cluster_beam_args
+    )
     pipeline_ir = tfx_compiler.Compiler().compile(tfx_pipeline)
 
     kfp_pipeline = _kfp_pipeline(pipeline_ir, kubeflow, f"{config.pipeline_name}: VOC object detection (KerasCV RetinaNet, TFX)")

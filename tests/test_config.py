@@ -138,3 +138,63 @@ def test_kubeflow_image_is_pinned_never_latest():
             config_lib.load("voc_guide", overrides={"kubeflow": {"image": image}})
     assert config_lib.load("voc_guide", overrides={"kubeflow": {"image": f"vocdet@{digest}"}}).kubeflow.image_pinned_by_digest
     assert not config_lib.load("voc_guide", overrides={"kubeflow": {"image": "vocdet:1.0"}}).kubeflow.image_pinned_by_digest
+
+
+def test_beam_defaults_keep_the_direct_runner_flags_here_and_on_kubeflow():
+    from vocdet.pipeline import beam_args
+
+    for preset in config_lib.PRESETS:
+        config = config_lib.load(preset)
+        assert config.beam.runner == "direct"
+        assert config.beam_pipeline_args == ["--direct_running_mode=in_memory"]
+        assert beam_args.pipeline_args(config.beam, on_cluster=True) == [
+            "--direct_running_mode=multi_processing", "--direct_num_workers=0"
+        ]
+    # An explicit mode applies to both.
+    config = config_lib.load("demo", overrides={"beam": {"direct_running_mode": "multi_processing", "direct_num_workers": 2}})
+    expected = ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]
+    assert config.beam_pipeline_args == expected == beam_args.pipeline_args(config.beam, on_cluster=True)
+
+
+def test_beam_section_from_yaml_for_each_runner(tmp_path):
+    path = tmp_path / "beam.yaml"
+    path.write_text(yaml.safe_dump({"beam": {"runner": "portable", "job_endpoint": "vocdet-beam-job-server:8099"}}))
+    config = config_lib.load("demo", str(path))
+    assert config.beam_pipeline_args == [
+        "--runner=PortableRunner", "--job_endpoint=vocdet-beam-job-server:8099", "--environment_type=EXTERNAL",
+        "--environment_config=localhost:50000",
+    ]
+    dataflow = {"runner": "dataflow", "project": "my-project", "region": "europe-west4", "temp_location": "gs://bucket/tmp"}
+    config = config_lib.load("demo", overrides={"beam": dataflow, "kubeflow": {"image": "registry.example.com/vocdet:1.0"}})
+    assert config.beam_pipeline_args == [
+        "--runner=DataflowRunner", "--project=my-project", "--region=europe-west4", "--temp_location=gs://bucket/tmp",
+        "--sdk_container_image=registry.example.com/vocdet:1.0", "--sdk_location=container",
+    ]
+
+
+@pytest.mark.parametrize(
+    "beam, message",
+    [
+        ({"runner": "spark"}, "beam.runner must be one of direct, portable, dataflow"),
+        ({"direct_running_mode": "threads"}, "beam.direct_running_mode must be one of"),
+        ({"runner": "portable", "job_endpoint": ""}, "beam.runner portable needs beam.job_endpoint"),
+        ({"runner": "portable", "environment_type": "KUBERNETES"}, "beam.environment_type must be one of"),
+        ({"runner": "dataflow", "region": "europe-west4"}, "beam.runner dataflow needs beam.project, beam.temp_location"),
+        ({"runner": "dataflow", "project": "p", "region": "r", "temp_location": "/tmp"}, "must be a gs:// URI"),
+        ({"runner": "dataflow", "project": "p", "region": "r", "temp_location": "gs://b/t"}, "set kubeflow.image"),
+        ({"extra_args": ["--runner=FlinkRunner"]}, r"--runner is set by beam.runner"),
+        ({"extra_args": ["--sdk_container_image=x"]}, r"--sdk_container_image is set by kubeflow.image"),
+        ({"extra_args": ["runner=x"]}, "is not a --flag=value"),
+    ],
+)
+def test_beam_section_is_checked(beam, message):
+    with pytest.raises(ValueError, match=message):
+        config_lib.load("demo", overrides={"beam": beam})
+
+
+def test_beam_pipeline_args_is_derived_not_a_setting():
+    """One source: the old top-level key is gone (set `beam:` instead), and Kubeflow has no Beam flags of its own."""
+    with pytest.raises(ValueError, match="unknown config key 'beam_pipeline_args'"):
+        config_lib.load("demo", overrides={"beam_pipeline_args": ["--direct_running_mode=multi_processing"]})
+    with pytest.raises(ValueError, match="unknown config key 'kubeflow.beam_pipeline_args'"):
+        config_lib.load("demo", overrides={"kubeflow": {"beam_pipeline_args": []}})
