@@ -167,7 +167,13 @@ class KubeflowConfig:
     memory_limit_gb: float = 16.0
     trainer_cpu_limit: float = 8.0
     trainer_memory_limit_gb: float = 32.0
+    # GPUs of each Trainer pod: the task's own pod, or each replica of the TFJob below.
     trainer_gpus: int = 1
+    # Trainer pods. 1: the Trainer trains in its KFP task's pod (MirroredStrategy over its GPUs).
+    # N > 1: the task submits a Kubeflow Training Operator TFJob of one chief and N-1 workers
+    # (MultiWorkerMirroredStrategy over N x trainer_gpus GPUs), each with the trainer_* resources,
+    # and waits for it; the task itself then gets cpu_limit and memory_limit_gb and no GPU.
+    trainer_workers: int = 1
     # The Kubernetes resource KFP asks for (accelerator type in KFP's ResourceSpec).
     gpu_resource: str = "nvidia.com/gpu"
     gpu_node_selector: dict[str, str] = dataclasses.field(default_factory=lambda: {"nvidia.com/gpu.present": "true"})
@@ -193,6 +199,8 @@ class KubeflowConfig:
             )
         if self.trainer_gpus < 0 or min(self.cpu_limit, self.memory_limit_gb) <= 0:
             raise ValueError("kubeflow: trainer_gpus must be >= 0, cpu and memory limits positive")
+        if self.trainer_workers < 1:
+            raise ValueError(f"kubeflow.trainer_workers must be >= 1, got {self.trainer_workers}")
         if not 0 < self.metadata_grpc_port < 65536:
             raise ValueError(f"kubeflow.metadata_grpc_port must be a TCP port, got {self.metadata_grpc_port}")
         for name in ("data_root", "serving_dir", "pipeline_root"):

@@ -140,6 +140,8 @@ def _node_component(pipeline_ir: pipeline_pb2.Pipeline, node_id: str, parameters
         ]  # fmt: skip
         for name, value in zip(parameters, values):
             args += ["--parameter", name, value]
+        if node_id == TRAINER_NODE:
+            args += _trainer_tfjob_args(kubeflow)
         return dsl.ContainerSpec(image=kubeflow.image, command=NODE_COMMAND, args=args)
 
     node.__signature__ = inspect.Signature(
@@ -159,9 +161,41 @@ def _with_fixed_pipeline_root(pipeline_ir: pipeline_pb2.Pipeline) -> pipeline_pb
     return fixed
 
 
+def _trainer_tfjob_args(kubeflow: KubeflowConfig) -> list[str]:
+    """With `trainer_workers` > 1, the Trainer task's arguments that make it submit a TFJob (pipeline.tfjob).
+
+    The replicas' pod settings are fixed here, from the same config that sets the single-pod task's.
+    """
+    if kubeflow.trainer_workers <= 1:
+        return []
+    from vocdet.pipeline import tfjob
+
+    pod = tfjob.ReplicaPod(
+        image=kubeflow.image,
+        service_account=kubeflow.service_account,
+        cpu_limit=kubeflow.trainer_cpu_limit,
+        memory_limit_gb=kubeflow.trainer_memory_limit_gb,
+        gpus=kubeflow.trainer_gpus,
+        gpu_resource=kubeflow.gpu_resource,
+        gpu_node_selector=dict(kubeflow.gpu_node_selector),
+        gpu_tolerations=[dict(toleration) for toleration in kubeflow.gpu_tolerations],
+        pvc_name=kubeflow.pvc_name,
+        pvc_mount_path=kubeflow.pvc_mount_path,
+        object_store_secret=kubeflow.object_store_secret,
+        object_store_secret_key=kubeflow.object_store_secret_key if kubeflow.object_store_secret else "",
+        credentials_dir=CREDENTIALS_DIR if kubeflow.object_store_secret else "",
+        credentials_env=CREDENTIALS_ENV if kubeflow.object_store_secret else "",
+    )
+    return ["--tfjob-workers", str(kubeflow.trainer_workers), "--tfjob-pod", pod.to_json()]
+
+
 def _configure_task(task, kubeflow: KubeflowConfig, trainer: bool) -> None:
-    """Resources (KFP's task methods) and Kubernetes settings (kfp-kubernetes) of one task."""
-    if trainer:
+    """Resources (KFP's task methods) and Kubernetes settings (kfp-kubernetes) of one task.
+
+    A Trainer that submits a TFJob (`trainer_workers` > 1) only watches it: an ordinary task's
+    resources, no GPU; the TFJob's replicas get the Trainer's.
+    """
+    if trainer and kubeflow.trainer_workers <= 1:
         task.set_cpu_limit(f"{kubeflow.trainer_cpu_limit:g}").set_memory_limit(f"{kubeflow.trainer_memory_limit_gb:g}G")
         if kubeflow.trainer_gpus:
             task.set_accelerator_type(kubeflow.gpu_resource).set_accelerator_limit(kubeflow.trainer_gpus)

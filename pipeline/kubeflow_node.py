@@ -15,6 +15,29 @@ ML Metadata. KFP only schedules the pods; TFX keeps artefact passing, caching an
 its own executor and driver specs, so the compiled package grows with the IR once, not with
 nodes x IR. The run id and KFP's run parameters fill the IR's runtime parameters.
 
+The Trainer on several nodes (`kubeflow.trainer_workers` > 1): the Trainer's task gets
+`--tfjob-workers N --tfjob-pod JSON` and, instead of launching the node, submits a TFJob
+(`pipeline.tfjob`) whose replicas run this entrypoint with the task's own arguments and
+`--tfjob-replica-of JOB`. ML Metadata must see one Trainer execution, published once, and every
+replica must train on the same inputs. So the replicas split TFX's portable Launcher in two:
+
+- the chief (TF_CONFIG task `chief`) runs the whole Launcher, as the single-pod task does: input
+  resolution, cache lookup, registering the execution, the executor, the publish. Just before its
+  executor starts, it writes the resolved `ExecutionInfo` (TFX's own serialisation,
+  `python_execution_binary_utils`) to `<pipeline root>/.tfjob/<job>/execution_info`, the handoff;
+  on a cache hit, or if it fails before its executor, it writes that outcome there instead;
+- each worker waits for the handoff and runs only the executor on it, as TFX's
+  `python_execution_binary` does for a remote executor: no ML Metadata connection at all, so it
+  cannot register, publish or resolve differently from the chief. It keeps the chief's input
+  artefacts, exec properties and `model_run` folder (run_fn writes a worker's logs and resume
+  backup under `model_run/.worker-<i>`, `distribution.task_dir`), but its `model` output, executor
+  output and temp folder are private scratch: run_fn exports only on the chief, and TFX's Trainer
+  executor only checks that its `Format-Serving` folder exists, so the scratch holds an empty one.
+
+Resolving inputs on every replica (each with its own Launcher) would register N executions and
+publish N models; running run_fn directly on the workers would bypass TFX's executor (module file
+loading, FnArgs). The handoff keeps TFX's two halves, launcher and executor, on their own contract.
+
 Two environment variables let `vocdet run --package` rehearse a package on one machine:
 `VOCDET_METADATA_SQLITE` (an SQLite ML Metadata store in place of the gRPC service) and
 `VOCDET_LOCAL_MOUNTS` (JSON `{mount path: local folder}`: the PVC mount as a local folder).
@@ -28,6 +51,7 @@ import json
 import logging
 import os
 import sys
+import time
 
 import vocdet.components  # noqa: F401  pins tf.keras to Keras 3 before TFX loads TF Transform
 
@@ -37,6 +61,18 @@ METADATA_SQLITE_ENV = "VOCDET_METADATA_SQLITE"
 LOCAL_MOUNTS_ENV = "VOCDET_LOCAL_MOUNTS"
 # Printed last by every task, read by `vocdet run --package` for its progress lines.
 STATE_LINE_PREFIX = "vocdet node state: "
+# The chief's handoff to the TFJob's workers (see the module docstring), under the pipeline root.
+HANDOFF_DIR = ".tfjob"
+HANDOFF_FILE = "execution_info"
+# What the chief writes when no executor runs: the workers then end as it did.
+HANDOFF_SKIPPED = "skipped:"
+HANDOFF_FAILED = "failed:"
+# How long a worker waits for the chief's handoff (the chief's pod may wait for a GPU node).
+HANDOFF_TIMEOUT_SECONDS = 3600.0
+# What the task runs, and so every replica of its TFJob (the image's python).
+NODE_COMMAND = ["python", "-m", "vocdet.pipeline.kubeflow_node"]
+# The arguments that make the task submit a TFJob instead of launching; the replicas get the rest.
+_TFJOB_SUBMIT_ARGS = ("--tfjob-workers", "--tfjob-pod", "--tfjob-poll-seconds")
 
 
 def node_ir_json(pipeline_ir, node_id: str) -> str:
@@ -123,13 +159,13 @@ def _typed(parameter, value: str):
     return value
 
 
-def run_node(args: argparse.Namespace) -> str:
-    """Launches the node; returns its ML Metadata state (COMPLETE, CACHED, ...)."""
+def _resolved_node_ir(args: argparse.Namespace):
+    """The task's node IR with its runtime parameters (run id, KFP's run parameters) filled in."""
     from google.protobuf import json_format
     from tfx.dsl.compiler import constants
-    from tfx.orchestration import metadata
-    from tfx.orchestration.local import runner_utils
-    from tfx.orchestration.portable import launcher, runtime_parameter_utils
+    from tfx.orchestration.local import runner_utils  # noqa: F401  registers the IR's Any types (executor specs)
+    from tfx.orchestration.portable import launcher  # noqa: F401  (driver specs)
+    from tfx.orchestration.portable import runtime_parameter_utils
     from tfx.proto.orchestration import pipeline_pb2
 
     node_ir = json_format.Parse(_map_local_mounts(args.node_ir), pipeline_pb2.Pipeline())
@@ -140,13 +176,25 @@ def run_node(args: argparse.Namespace) -> str:
             raise ValueError(f"--parameter {name}: the node declares no such runtime parameter ({sorted(declared)})")
         bindings[name] = _typed(declared[name], _map_local_mounts(value))
     runtime_parameter_utils.substitute_runtime_parameter(node_ir, bindings)
+    return node_ir
 
+
+def run_node(args: argparse.Namespace, handoff: str | None = None) -> str:
+    """Launches the node; returns its ML Metadata state (COMPLETE, CACHED, ...).
+
+    With `handoff` (a TFJob's chief), the resolved ExecutionInfo is written there before the executor runs.
+    """
+    from tfx.orchestration import metadata
+    from tfx.orchestration.local import runner_utils
+
+    node_ir = _resolved_node_ir(args)
     (node,) = node_ir.nodes
     pipeline_node = node.pipeline_node
     node_id = pipeline_node.node_info.id
     deployment = runner_utils.extract_local_deployment_config(node_ir)
     connection = _metadata_connection(args)
-    node_launcher = launcher.Launcher(
+    launcher_class = _launcher_class(handoff)
+    node_launcher = launcher_class(
         pipeline_node=pipeline_node,
         mlmd_connection=metadata.Metadata(connection),
         pipeline_info=node_ir.pipeline_info,
@@ -155,10 +203,181 @@ def run_node(args: argparse.Namespace) -> str:
         custom_driver_spec=runner_utils.extract_custom_driver_spec(deployment, node_id),
     )
     logging.info("Component %s is running.", node_id)
-    node_launcher.launch()
+    try:
+        execution_info = node_launcher.launch()
+    except BaseException as error:
+        if handoff and not _exists(handoff):
+            _write_handoff(handoff, f"{HANDOFF_FAILED} {type(error).__name__}: {error}")
+        raise
+    if handoff and not _exists(handoff):
+        execution = "no execution" if execution_info is None else f"execution {execution_info.execution_id}"
+        _write_handoff(handoff, f"{HANDOFF_SKIPPED} the chief's launcher ran no executor ({execution}: cached or skipped)")
     logging.info("Component %s is finished.", node_id)
     with metadata.Metadata(connection) as handle:
         return node_state(handle.store, node_ir.pipeline_info.id, node_id, args.run_id)
+
+
+def _launcher_class(handoff: str | None):
+    """TFX's Launcher; for a TFJob's chief, one that hands the ExecutionInfo to the workers first."""
+    from tfx.orchestration.portable import launcher
+
+    if handoff is None:
+        return launcher.Launcher
+
+    class HandoffLauncher(launcher.Launcher):
+        def _run_executor(self, execution_info):
+            from tfx.orchestration.python_execution_binary import python_execution_binary_utils
+
+            _write_handoff(handoff, python_execution_binary_utils.serialize_execution_info(execution_info))
+            logging.info("Execution %d handed to the TFJob's workers (%s)", execution_info.execution_id, handoff)
+            return super()._run_executor(execution_info)
+
+    return HandoffLauncher
+
+
+def handoff_path(node_ir, job: str) -> str:
+    """`<pipeline root>/.tfjob/<job>/execution_info`: on the PVC (or bucket) every replica mounts."""
+    root = node_ir.runtime_spec.pipeline_root.field_value.string_value
+    return os.path.join(root, HANDOFF_DIR, job, HANDOFF_FILE)
+
+
+def _exists(path: str) -> bool:
+    import tensorflow as tf
+
+    return tf.io.gfile.exists(path)
+
+
+def _write_handoff(path: str, text: str) -> None:
+    """Written whole under a temporary name, then renamed: a worker never reads half of it."""
+    import tensorflow as tf
+
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    partial = f"{path}.partial"
+    with tf.io.gfile.GFile(partial, "w") as handle:
+        handle.write(text)
+    tf.io.gfile.rename(partial, path, overwrite=True)
+
+
+def _read_handoff(path: str, timeout_seconds: float) -> str:
+    import tensorflow as tf
+
+    deadline = time.monotonic() + timeout_seconds
+    logged = 0.0
+    while not tf.io.gfile.exists(path):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the TFJob's chief wrote no handoff to {path} in {timeout_seconds:g} s")
+        if time.monotonic() - logged > 60:
+            logging.info("Waiting for the chief's handoff %s", path)
+            logged = time.monotonic()
+        time.sleep(1.0)
+    with tf.io.gfile.GFile(path) as handle:
+        return handle.read()
+
+
+def run_worker(args: argparse.Namespace, handoff: str, worker_index: int) -> str:
+    """A TFJob worker: the executor alone, on the chief's ExecutionInfo; nothing in ML Metadata.
+
+    Returns the state line's value: COMPLETE when its executor succeeded, the chief's outcome when
+    the chief ran none (SKIPPED); raises when the chief failed before its executor or this one fails.
+    """
+    import tempfile
+
+    import tensorflow as tf
+    from tfx.orchestration.local import runner_utils
+    from tfx.orchestration.python_execution_binary import python_execution_binary_utils, python_execution_lib
+    from tfx.proto.orchestration import execution_result_pb2
+
+    node_ir = _resolved_node_ir(args)
+    (node,) = node_ir.nodes
+    node_id = node.pipeline_node.node_info.id
+    executor_spec = runner_utils.extract_executor_spec(runner_utils.extract_local_deployment_config(node_ir), node_id)
+    text = _read_handoff(handoff, HANDOFF_TIMEOUT_SECONDS)
+    if text.startswith(HANDOFF_FAILED):
+        raise RuntimeError(f"the TFJob's chief failed before its executor ran: {text[len(HANDOFF_FAILED):].strip()}")
+    if text.startswith(HANDOFF_SKIPPED):
+        logging.info("Nothing to train: %s", text[len(HANDOFF_SKIPPED):].strip())
+        return "SKIPPED"
+    execution_info = python_execution_binary_utils.deserialize_execution_info(text)
+    scratch = tempfile.mkdtemp(prefix=f"vocdet-{node_id.lower()}-worker-{worker_index}-")
+    for key, artifacts in execution_info.output_dict.items():
+        if key == "model_run":
+            continue  # shared: run_fn keeps this worker's files under model_run/.worker-<index>
+        for artifact in artifacts:
+            artifact.uri = os.path.join(scratch, "outputs", key)
+            tf.io.gfile.makedirs(artifact.uri)
+    for artifact in execution_info.output_dict.get("model", []):
+        # TFX's Trainer executor checks that run_fn wrote the serving model; only the chief does.
+        tf.io.gfile.makedirs(os.path.join(artifact.uri, "Format-Serving"))
+    execution_info.execution_output_uri = os.path.join(scratch, "executor_output.pb")
+    execution_info.tmp_dir = os.path.join(scratch, "tmp")
+    execution_info.stateful_working_dir = os.path.join(scratch, "stateful_working_dir")
+    for folder in (execution_info.tmp_dir, execution_info.stateful_working_dir):
+        tf.io.gfile.makedirs(folder)
+    logging.info("Worker %d runs execution %d's executor (no ML Metadata)", worker_index, execution_info.execution_id)
+    python_execution_lib.run(executor_spec, execution_info)
+    if tf.io.gfile.exists(execution_info.execution_output_uri):
+        output = execution_result_pb2.ExecutorOutput.FromString(
+            tf.io.gfile.GFile(execution_info.execution_output_uri, "rb").read()
+        )
+        if output.execution_result.code:
+            raise RuntimeError(f"worker {worker_index}'s executor failed: {output.execution_result.result_message}")
+    tf.io.gfile.rmtree(scratch)
+    return "COMPLETE"
+
+
+def run_replica(args: argparse.Namespace) -> str:
+    """One replica of the TFJob `args.tfjob_replica_of`, by its TF_CONFIG: chief or worker."""
+    tf_config = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    task = tf_config.get("task") or {}
+    if task.get("type") not in ("chief", "worker") or "chief" not in tf_config.get("cluster", {}):
+        raise ValueError(
+            f"--tfjob-replica-of {args.tfjob_replica_of}: TF_CONFIG names no chief and worker task "
+            f"(the Training Operator sets it): {tf_config}"
+        )
+    handoff = handoff_path(_resolved_node_ir(args), args.tfjob_replica_of)
+    if task["type"] == "chief":
+        return run_node(args, handoff=handoff)
+    return run_worker(args, handoff, int(task.get("index", 0)))
+
+
+def submit_tfjob(args: argparse.Namespace, argv: list[str]) -> str:
+    """The task of a multi-node Trainer: a TFJob of the same entrypoint, watched to its end; returns the node's state."""
+    from vocdet.pipeline import tfjob
+
+    node_ir = _resolved_node_ir(args)
+    node_id = node_ir.nodes[0].pipeline_node.node_info.id
+    api, namespace = tfjob.api_client()
+    name = tfjob.job_name(node_id, args.run_id)
+    job = tfjob.build_tfjob(
+        name,
+        namespace,
+        workers=args.tfjob_workers,
+        pod=tfjob.ReplicaPod.from_json(args.tfjob_pod),
+        command=list(NODE_COMMAND),
+        args=[*replica_args(argv), "--tfjob-replica-of", name],
+        run_id=args.run_id,
+    )
+    tfjob.run_tfjob(job, api, poll_seconds=args.tfjob_poll_seconds)
+    # What the chief published (COMPLETE, or CACHED on a cache hit), as for a single-pod task.
+    from tfx.orchestration import metadata
+
+    with metadata.Metadata(_metadata_connection(args)) as handle:
+        return node_state(handle.store, node_ir.pipeline_info.id, node_id, args.run_id)
+
+
+def replica_args(argv: list[str]) -> list[str]:
+    """The task's arguments without those that make it submit a TFJob."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        name = arg.split("=", 1)[0]
+        if name in _TFJOB_SUBMIT_ARGS:
+            skip = "=" not in arg
+            continue
+        kept.append(arg)
+    return kept
 
 
 def node_state(store, pipeline_name: str, node_id: str, run_id: str) -> str:
@@ -186,19 +405,45 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), help="a runtime parameter of the run"
     )
+    tfjob = parser.add_argument_group("multi-node Trainer (kubeflow.trainer_workers > 1)")
+    tfjob.add_argument("--tfjob-workers", type=int, default=0, help="submit a TFJob of this many replicas, and wait for it")
+    tfjob.add_argument("--tfjob-pod", help="the replicas' pod settings, JSON (pipeline.tfjob.ReplicaPod)")
+    tfjob.add_argument("--tfjob-poll-seconds", type=float, default=10.0, help="how often the job's status is read")
+    tfjob.add_argument("--tfjob-replica-of", metavar="JOB", help="run as a replica of this TFJob, by TF_CONFIG")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     # One stream for the pod's log, which the KFP UI shows.
     logging.basicConfig(stream=sys.stdout, level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
+    if args.tfjob_workers > 1 and not args.tfjob_pod:
+        raise SystemExit("--tfjob-workers needs --tfjob-pod")
     from tfx.utils import telemetry_utils
 
     with telemetry_utils.scoped_labels({telemetry_utils.LABEL_TFX_RUNNER: "kfp"}):
-        state = run_node(args)
+        if args.tfjob_workers > 1:
+            state = _submitted_state(args, argv)
+        elif args.tfjob_replica_of:
+            state = run_replica(args)
+        else:
+            state = run_node(args)
     print(f"{STATE_LINE_PREFIX}{state}", flush=True)
-    return 0 if state in ("COMPLETE", "CACHED", "NONE") else 1
+    return 0 if state in ("COMPLETE", "CACHED", "NONE", "SKIPPED") else 1
+
+
+def _submitted_state(args: argparse.Namespace, argv: list[str]) -> str:
+    """The node's state after its TFJob succeeded; FAILED (the job's reason logged) or CANCELLED (the job deleted)."""
+    from vocdet.pipeline import tfjob
+
+    try:
+        return submit_tfjob(args, argv)
+    except tfjob.Cancelled:
+        return "CANCELLED"
+    except RuntimeError as error:  # the job's reason, one line
+        logging.error("%s", error)
+        return "FAILED"
 
 
 if __name__ == "__main__":

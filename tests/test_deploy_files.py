@@ -327,7 +327,11 @@ def test_serving_reads_the_folder_the_pusher_writes(manifests):
 def test_rbac_grants_no_more_than_the_launcher_needs(manifests):
     (role,) = [document for document in manifests if document["kind"] == "Role"]
     granted = {(resource, verb) for rule in role["rules"] for resource in rule["resources"] for verb in rule["verbs"]}
-    assert granted == {("configmaps", "get"), ("pods", "get"), ("pods", "patch")}
+    assert granted == {
+        ("configmaps", "get"), ("pods", "get"), ("pods", "patch"),
+        # The multi-node Trainer's task: its own TFJob, and the chief's log (pipeline/tfjob.py).
+        ("tfjobs", "create"), ("tfjobs", "get"), ("tfjobs", "delete"), ("pods/log", "get"),
+    }
     (configmaps,) = [rule for rule in role["rules"] if rule["resources"] == ["configmaps"]]
     assert configmaps["resourceNames"] == ["kfp-launcher"]
     # Each rule says why it is there.

@@ -222,3 +222,35 @@ def test_multi_worker_training_on_two_localhost_workers(pipeline_run, tmp_path):
     assert (serving / "saved_model.pb").exists()  # the chief's export
     assert (run_dir / "checkpoints" / "best.weights.h5").exists()
     assert (run_dir / ".worker-1" / "train").is_dir()  # worker 1 logs privately
+
+
+def test_distributed_training_refuses_an_untested_keras():
+    """The multi-replica corrections fail loudly under a Keras whose loss scaling they were not tested on."""
+    import keras
+
+    from vocdet.components.trainer import model as model_lib
+
+    model_lib.check_distributed_keras(2)  # the Keras of requirements.lock: tested
+    assert keras.__version__.startswith("3.6.")
+    model_lib.check_distributed_keras(2, "3.6.9")
+    for version in ("3.7.0", "3.8.0", "3.5.0", "4.0.0"):
+        model_lib.check_distributed_keras(1, version)  # one replica: the corrections do nothing
+        with pytest.raises(RuntimeError, match=r"keras-team/keras#20609"):
+            model_lib.check_distributed_keras(2, version)
+
+
+def test_building_the_model_on_two_replicas_checks_the_keras_version(monkeypatch):
+    """The check runs where the model is built, inside the strategy's scope."""
+    import keras
+    import tensorflow as tf
+
+    from vocdet.components.trainer import model as model_lib
+    from vocdet.pipeline import config as config_lib
+
+    class TwoReplicas:
+        num_replicas_in_sync = 2
+
+    monkeypatch.setattr(keras, "__version__", "3.8.0")
+    monkeypatch.setattr(tf.distribute, "get_strategy", lambda: TwoReplicas())
+    with pytest.raises(RuntimeError, match="Keras 3.8.0"):
+        model_lib.build_retinanet(config_lib.demo().model, num_classes=3)

@@ -33,6 +33,27 @@ from vocdet.components.trainer.backbones import BACKBONE_ARCHITECTURES, BACKBONE
 
 # 3 scales x 3 aspect ratios, as KerasCV's RetinaNet.
 ANCHORS_PER_LOCATION = 9
+# The Keras releases whose distributed training the corrections above were tested on, [first, end):
+# 3.6.x. Their premise, replica gradients summed unscaled and Keras 3.6's multi-worker reductions
+# (keras-team/keras#20585), is what keras-team/keras#20609 changes (Keras then scales each
+# replica's loss itself); under another Keras the corrections would scale the step twice or not at all.
+DISTRIBUTED_KERAS_VERSIONS = ((3, 6), (3, 7))
+
+
+def check_distributed_keras(num_replicas: int, version: str | None = None) -> None:
+    """Raises when training on several replicas under a Keras outside `DISTRIBUTED_KERAS_VERSIONS`."""
+    version = version or keras.__version__
+    if num_replicas <= 1:
+        return
+    release = tuple(int(part) for part in version.split(".")[:2])
+    first, end = DISTRIBUTED_KERAS_VERSIONS
+    if not first <= release < end:
+        raise RuntimeError(
+            f"Keras {version}: vocdet's multi-replica loss and clipping corrections (components/trainer/model.py) "
+            f"were tested on Keras {first[0]}.{first[1]}.x only, and keras-team/keras#20609 changes how Keras scales "
+            f"replica losses; {num_replicas} replicas would not take one device's step. Re-test the corrections "
+            "(tests/test_trainer_distribution.py) and widen DISTRIBUTED_KERAS_VERSIONS, or train on one replica."
+        )
 
 
 
@@ -245,6 +266,7 @@ def clip_globally(optimizer_class: type[keras.optimizers.Optimizer]) -> type[ker
 
 def build_retinanet(model_config, num_classes: int) -> RetinaNet:
     """The RetinaNet for `model_config` (a `components.settings.ModelConfig`)."""
+    check_distributed_keras(tf.distribute.get_strategy().num_replicas_in_sync)
     backbone = build_backbone(model_config.backbone, model_config.backbone_weights)
     if model_config.freeze_backbone:
         backbone.trainable = False
