@@ -37,7 +37,9 @@ def make_callbacks(
     callbacks = [
         Throughput(global_batch_size),
         keras.callbacks.TensorBoard(log_dir=run_dir, update_freq="epoch"),
-        resume.backup_callback(distribution.task_dir(backup_dir)),
+        # `backup/` below the task's folder: a worker's folder is inside the chief's, which Keras
+        # deletes when the chief ends, maybe while a worker still writes.
+        resume.backup_callback(os.path.join(distribution.task_dir(backup_dir), "backup")),
         keras.callbacks.ModelCheckpoint(
             os.path.join(run_dir, "checkpoints", "best.weights.h5"),
             monitor=MONITOR,
