@@ -113,17 +113,6 @@ def local_portable_services(log_dir: str) -> Iterator[PortableServices]:
             _stop(process)
 
 
-@contextlib.contextmanager
-def _tfx_argv():
-    """TFX's Beam executors parse `sys.argv` with absl flags; the caller's arguments are not for them."""
-    saved = sys.argv
-    sys.argv = saved[:1]
-    try:
-        yield
-    finally:
-        sys.argv = saved
-
-
 def data_root_for(config, data_dir: str):
     """(config, data root) for a VOC folder, as `vocdet run --data` prepares them (a root of links)."""
     from vocdet.pipeline import data_layout
@@ -143,6 +132,7 @@ def run_data_pipeline(config, data_dir: str, beam_pipeline_args: list[str]) -> d
     from ml_metadata.metadata_store import metadata_store
     from tfx import v1 as tfx
 
+    from vocdet.pipeline import local_runner
     from vocdet.pipeline.local_runner import metadata_config
     from vocdet.pipeline.pipeline import create_pipeline
 
@@ -165,7 +155,7 @@ def run_data_pipeline(config, data_dir: str, beam_pipeline_args: list[str]) -> d
             metadata_connection_config=metadata_config(config),
             beam_pipeline_args=beam_pipeline_args,
         )
-    with _tfx_argv():
+    with local_runner.tfx_argv():
         tfx.orchestration.LocalDagRunner().run(pipeline)
     store = metadata_store.MetadataStore(metadata_config(config))
     executions = {}

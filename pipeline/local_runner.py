@@ -71,7 +71,7 @@ def count_lines(counts: dict[str, dict[str, int]]) -> list[str]:
 
 
 @contextlib.contextmanager
-def _tfx_argv():
+def tfx_argv():
     """TFX's Beam executors parse `sys.argv` with absl flags; vocdet's own arguments are not for them."""
     saved = sys.argv
     sys.argv = saved[:1]
@@ -91,7 +91,7 @@ def run(config: PipelineConfig, data_root: str, runner: str = "local") -> RunSum
         raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
     os.makedirs(config.output_dir, exist_ok=True)
     pipeline = create_pipeline(config, data_root, metadata_connection_config=metadata_config(config))
-    with _tfx_argv():
+    with tfx_argv():
         if runner == "beam":
             from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner  # not exported in tfx.v1 (1.16)
 
@@ -104,7 +104,7 @@ def run(config: PipelineConfig, data_root: str, runner: str = "local") -> RunSum
 def ingest(config: PipelineConfig, data_root: str) -> tuple[str, dict[str, dict[str, int]]]:
     """Runs ExampleGen alone; returns (Examples directory, counts per split)."""
     os.makedirs(config.output_dir, exist_ok=True)
-    with _tfx_argv():
+    with tfx_argv():
         tfx.orchestration.LocalDagRunner().run(
             create_ingest_pipeline(config, data_root, metadata_connection_config=metadata_config(config))
         )

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,6 +25,7 @@ from ml_metadata.metadata_store import metadata_store
 from tfx.orchestration import metadata
 
 from tests.k8s_api_double import KubernetesApiDouble, condition
+from tests.test_trainer_distribution import _free_ports
 from vocdet.pipeline import cli, kubeflow_node, package_runner, tfjob
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -304,16 +304,6 @@ class LocalTrainingOperator:
         for process in self.processes.values():
             process.kill()
             process.wait()
-
-
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
 
 
 @pytest.mark.e2e
