@@ -8,37 +8,24 @@ that points the kubernetes client at it.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
-import threading
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.http_double import HttpApiDouble, Request
 
 _TFJOBS = re.compile(r"^/apis/kubeflow\.org/v1/namespaces/([^/]+)/tfjobs(?:/([^/]+))?$")
 _POD_LOG = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)/log$")
-
-
-@dataclasses.dataclass
-class Request:
-    method: str
-    path: str
-    query: dict
-    body: bytes
-
-    def json(self) -> dict:
-        return json.loads(self.body)
 
 
 def condition(kind: str, reason: str = "", message: str = "", time: str = "2026-11-23T00:00:00Z") -> dict:
     return {"type": kind, "status": "True", "reason": reason, "message": message, "lastTransitionTime": time}
 
 
-class KubernetesApiDouble:
+class KubernetesApiDouble(HttpApiDouble):
     """`script`: the job's conditions after each GET (the last one repeats)."""
 
     def __init__(self, script: list[list[dict]] | None = None, pod_log: str = ""):
-        self.requests: list[Request] = []
+        super().__init__()
         self.jobs: dict[tuple[str, str], dict] = {}
         self.script = script or [[condition("Created", "TFJobCreated")]]
         self.pod_log = pod_log
@@ -47,38 +34,6 @@ class KubernetesApiDouble:
         self.on_create = None
         self.conditions = None
         self.pod_log_for = None
-        double = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # quiet
-                pass
-
-            def _handle(self):
-                url = urllib.parse.urlsplit(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                request = Request(self.command, url.path, urllib.parse.parse_qs(url.query), self.rfile.read(length))
-                double.requests.append(request)
-                status, payload, content_type = double.respond(request)
-                body = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", content_type)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = do_DELETE = do_PUT = do_PATCH = _handle
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> "KubernetesApiDouble":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
     def kubeconfig(self, path, namespace: str = "vocdet") -> str:
         config = {

@@ -7,73 +7,18 @@ runs and recurring runs with minimal valid JSON, and records every request
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
-import threading
-import urllib.parse
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from tests.http_double import HttpApiDouble, Request
 
 
-@dataclasses.dataclass
-class Request:
-    method: str
-    path: str
-    query: dict
-    headers: dict
-    body: bytes
-
-    def json(self) -> dict:
-        return json.loads(self.body)
-
-
-class KfpApiDouble:
+class KfpApiDouble(HttpApiDouble):
     def __init__(self):
-        self.requests: list[Request] = []
+        super().__init__()
         self.pipelines: dict[str, dict] = {}
         self.recurring_runs: dict[str, dict] = {}
         self.experiments: dict[str, dict] = {}
-        double = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # quiet
-                pass
-
-            def _handle(self):
-                url = urllib.parse.urlsplit(self.path)
-                length = int(self.headers.get("Content-Length") or 0)
-                request = Request(
-                    self.command,
-                    url.path,
-                    urllib.parse.parse_qs(url.query),
-                    {key.lower(): value for key, value in self.headers.items()},
-                    self.rfile.read(length),
-                )
-                double.requests.append(request)
-                status, payload = double.respond(request)
-                body = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            do_GET = do_POST = do_DELETE = _handle
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
-
-    def __enter__(self) -> "KfpApiDouble":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._server.shutdown()
-        self._server.server_close()
 
     def calls(self, method: str, pattern: str) -> list[Request]:
         return [r for r in self.requests if r.method == method and re.fullmatch(pattern, r.path)]
