@@ -22,8 +22,11 @@ $(STAMP): requirements.lock pyproject.toml
 demo: setup
 	$(BIN)/vocdet run
 
+# Two pytest-xdist workers, one test file each at a time (a file's module fixtures are built once): the e2e
+# runs are mostly single-threaded (Beam's DirectRunner, process start-ups), so 2 cores run two of them at once.
+TEST_WORKERS ?= 2
 test: setup
-	$(BIN)/python -m pytest -v --durations=15
+	$(BIN)/python -m pytest -v -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not e2e"
