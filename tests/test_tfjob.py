@@ -159,6 +159,17 @@ def test_replica_args_drop_only_the_submit_arguments():
     assert kubeflow_node.replica_args(argv) == ["--node-ir", "{}", "--run-id", "r"]
 
 
+def test_the_chief_handoff_refuses_an_untested_tfx(monkeypatch):
+    """It overrides TFX's private Launcher._run_executor: only on the TFX releases it was tested on."""
+    import tfx
+
+    assert kubeflow_node._launcher_class("handoff").__name__ == "HandoffLauncher"  # this TFX (the lock's)
+    monkeypatch.setattr(tfx, "__version__", "1.17.0")
+    with pytest.raises(RuntimeError, match=r"TFX 1\.17\.0: .*Launcher\._run_executor.*HANDOFF_TFX_VERSIONS"):
+        kubeflow_node._launcher_class("handoff")
+    assert kubeflow_node._launcher_class(None).__name__ == "Launcher"  # a single-pod task uses TFX's own
+
+
 def _api(double: KubernetesApiDouble, tmp_path, monkeypatch):
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     monkeypatch.setenv("KUBECONFIG", double.kubeconfig(tmp_path / "kubeconfig"))
