@@ -34,7 +34,7 @@ test-fast: setup
 bench: setup
 	$(BIN)/python -m bench
 
-# Re-train the shipped `sample` checkpoint the demo starts from (about 30 min on 2 cores; see README).
+# Re-train the shipped `sample` checkpoint the demo starts from (about 20 min on 2 cores; see README).
 sample-weights: setup
 	$(BIN)/python -m vocdet.pipeline.sample_weights
 
