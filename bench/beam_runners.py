@@ -113,16 +113,6 @@ def local_portable_services(log_dir: str) -> Iterator[PortableServices]:
             _stop(process)
 
 
-def data_root_for(config, data_dir: str):
-    """(config, data root) for a VOC folder, as `vocdet run --data` prepares them (a root of links)."""
-    from vocdet.pipeline import data_layout
-
-    data = config.data
-    root = os.path.abspath(os.path.join(config.output_dir, "data-root"))
-    built = data_layout.make_data_root([data_dir], root, tuple(data.train_splits + [data.eval_split]))
-    return config.with_overrides({"data": {"format": built.format, "split_by": built.split_by}}), root
-
-
 def run_data_pipeline(config, data_dir: str, beam_pipeline_args: list[str]) -> dict[str, object]:
     """ExampleGen, StatisticsGen, SchemaGen and Transform of `create_pipeline(config)` on the VOC folder
     `data_dir`, run with LocalDagRunner and `beam_pipeline_args`.
@@ -132,12 +122,13 @@ def run_data_pipeline(config, data_dir: str, beam_pipeline_args: list[str]) -> d
     from ml_metadata.metadata_store import metadata_store
     from tfx import v1 as tfx
 
-    from vocdet.pipeline import local_runner
+    from vocdet.pipeline import cli, local_runner
     from vocdet.pipeline.local_runner import metadata_config
     from vocdet.pipeline.pipeline import create_pipeline
 
     os.makedirs(config.output_dir, exist_ok=True)
-    config, data_root = data_root_for(config, data_dir)
+    # The data root `vocdet run --data data_dir` builds (links to the folder, whatever its layout).
+    config, data_root = cli.prepare_data_root(config.with_overrides({"data": {"data_dirs": [data_dir]}}))
     full = create_pipeline(config, data_root, beam_pipeline_args=beam_pipeline_args)
     components = [component for component in full.components if component.id in DATA_COMPONENTS]
     for component in components:  # the pipeline's own components, cut loose from the Trainer's side
