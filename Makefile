@@ -36,7 +36,7 @@ bench: setup
 
 # Re-train the shipped `sample` checkpoint the demo starts from (about 20 min on 2 cores; see README).
 sample-weights: setup
-	$(BIN)/python -m vocdet.pipeline.sample_weights
+	$(BIN)/python -m vocdet.pipeline.tools.sample_weights
 
 # Re-resolve the lock from pyproject's direct dependencies (needs the registries; takes minutes), with the sha256
 # of every file PyPI has for each pinned version (any platform, so a Mac or an arm64 image installs too); the

@@ -122,13 +122,14 @@ def run_data_pipeline(config, data_dir: str, beam_pipeline_args: list[str]) -> d
     from ml_metadata.metadata_store import metadata_store
     from tfx import v1 as tfx
 
-    from vocdet.pipeline import cli, local_runner
-    from vocdet.pipeline.local_runner import metadata_config
+    from vocdet.pipeline.data.root import prepare_data_root
+    from vocdet.pipeline.local import runner as local_runner
+    from vocdet.pipeline.local.runner import metadata_config
     from vocdet.pipeline.pipeline import create_pipeline
 
     os.makedirs(config.output_dir, exist_ok=True)
     # The data root `vocdet run --data data_dir` builds (links to the folder, whatever its layout).
-    config, data_root = cli.prepare_data_root(config.with_overrides({"data": {"data_dirs": [data_dir]}}))
+    config, data_root = prepare_data_root(config.with_overrides({"data": {"data_dirs": [data_dir]}}))
     full = create_pipeline(config, data_root, beam_pipeline_args=beam_pipeline_args)
     components = [component for component in full.components if component.id in DATA_COMPONENTS]
     for component in components:  # the pipeline's own components, cut loose from the Trainer's side
@@ -173,7 +174,9 @@ def _seconds(execution) -> float:
 
 
 def main() -> None:
-    from vocdet.pipeline import beam_args, config as config_lib, sample_data
+    from vocdet.pipeline import beam_args
+    from vocdet.pipeline import config as config_lib
+    from vocdet.pipeline.data import sample as sample_data
 
     work = tempfile.mkdtemp(prefix="bench-beam-")
     try:

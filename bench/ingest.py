@@ -16,11 +16,13 @@ import tempfile
 import time
 
 import tensorflow as tf
-import yaml
 
 from vocdet.components import voc_format
 from vocdet.components.voc_example_gen import convert
-from vocdet.pipeline import cli, sample_data
+from vocdet.pipeline import config as config_lib
+from vocdet.pipeline.data.root import prepare_data_root
+from vocdet.pipeline.local import runner as local_runner
+from vocdet.pipeline.data import sample as sample_data
 
 MULTI_PROCESS = {"beam": {"direct_running_mode": "multi_processing", "direct_num_workers": 2}}
 
@@ -53,12 +55,11 @@ def main() -> None:
 
         rates = {}
         for mode, config in (("in_memory", {}), ("multi_processing, 2 workers", MULTI_PROCESS)):
-            config_path = os.path.join(work, "beam.yaml")
-            with open(config_path, "w") as handle:
-                yaml.safe_dump(config, handle)
             started = time.perf_counter()
             out = os.path.join(work, f"out-{len(rates)}")
-            assert cli.main(["ingest", "--data", work, "--output", out, "--config", config_path]) == 0
+            # What `vocdet ingest --data WORK --output OUT` runs.
+            run_config = config_lib.load(config_lib.LOCAL_PRESET, None, {**config, "output_dir": out, "data": {"data_dirs": [work]}})
+            local_runner.ingest(*prepare_data_root(run_config))
             rates[mode] = NUM_IMAGES / (time.perf_counter() - started)
 
         print(f"ingest: reference, read the files (1 process):        {read_rate:8.0f} images/s ({total_bytes / 2**20:.0f} MiB)")

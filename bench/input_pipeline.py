@@ -28,7 +28,9 @@ import tensorflow_transform as tft
 
 from vocdet.components import features
 from vocdet.components.trainer import input_pipeline, model as model_lib
-from vocdet.pipeline import cli, config as config_lib
+from vocdet.pipeline.data.root import prepare_data_root
+from vocdet.pipeline.local import runner as local_runner
+from vocdet.pipeline import config as config_lib
 
 BATCH = 8
 BATCHES = int(os.environ.get("BENCH_INPUT_BATCHES", "40"))
@@ -85,8 +87,8 @@ def main() -> None:
     try:
         output = os.path.join(work, "run")
         # The pipeline up to Transform, one training step: the examples both sides read.
-        argv = ["run", "--output", output, "--epochs", "1", "--steps-per-epoch", "1", "--blessing-threshold", "0"]
-        assert cli.main(argv) == 0
+        overrides = {"output_dir": output, "train": {"epochs": 1, "steps_per_epoch": 1}, "eval": {"blessing_threshold": 0.0}}
+        local_runner.run(*prepare_data_root(config_lib.load(config_lib.LOCAL_PRESET, None, overrides)))
         root = os.path.join(output, "pipeline_root")
         raw = sorted(glob.glob(os.path.join(root, "FileBasedExampleGen", "examples", "*", "Split-train", "*")))
         transformed = sorted(glob.glob(os.path.join(root, "Transform", "transformed_examples", "*", "Split-train", "*")))

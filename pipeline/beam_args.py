@@ -24,7 +24,7 @@ import typing
 if typing.TYPE_CHECKING:
     from vocdet.pipeline.config import BeamConfig
 
-RUNNERS = ("direct", "portable", "dataflow")
+BEAM_RUNNERS = ("direct", "portable", "dataflow")
 DIRECT_RUNNING_MODES = ("in_memory", "multi_threading", "multi_processing")
 ENVIRONMENT_TYPES = ("EXTERNAL", "DOCKER", "PROCESS", "LOOPBACK")
 # The worker pool sidecar's address, seen from the Flink task manager it runs beside (k8s/flink/).
@@ -86,14 +86,14 @@ def pipeline_args(beam: BeamConfig, *, image: str = "", on_cluster: bool = False
             "--sdk_location=container",
         ]
     else:
-        raise ValueError(f"beam.runner must be one of {RUNNERS}, got {beam.runner!r}")
+        raise ValueError(f"beam.runner must be one of {BEAM_RUNNERS}, got {beam.runner!r}")
     return args + list(beam.extra_args)
 
 
 def validate(beam: BeamConfig) -> None:
     """The section's own checks (plain Python, as every config section's `validate`)."""
-    if beam.runner not in RUNNERS:
-        raise ValueError(f"beam.runner must be one of {', '.join(RUNNERS)}, got {beam.runner!r}")
+    if beam.runner not in BEAM_RUNNERS:
+        raise ValueError(f"beam.runner must be one of {', '.join(BEAM_RUNNERS)}, got {beam.runner!r}")
     if beam.direct_running_mode and beam.direct_running_mode not in DIRECT_RUNNING_MODES:
         raise ValueError(
             f"beam.direct_running_mode must be one of {', '.join(DIRECT_RUNNING_MODES)} (or empty), "

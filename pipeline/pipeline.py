@@ -25,7 +25,7 @@ from vocdet.components.coco_evaluator.component import CocoEvaluator
 from vocdet.components.example_validation.component import StoppingExampleValidator
 from vocdet.components.serving_check.component import ServingCheck
 from vocdet.components.voc_example_gen import executor as voc_example_gen
-from vocdet.pipeline import data_layout
+from vocdet.pipeline.data import layout as data_layout
 from vocdet.pipeline.config import PipelineConfig
 
 TRANSFORM_FN = "vocdet.components.transform.preprocessing_fn"

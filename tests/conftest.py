@@ -8,7 +8,7 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from vocdet.pipeline import sample_data  # noqa: E402
+from vocdet.pipeline.data import sample as sample_data  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +42,9 @@ def pipeline_run(small_voc_root, tmp_path_factory):
     """One `vocdet run` (LocalDagRunner) on the small sample, shared by the e2e tests: (config, summary)."""
     import yaml
 
-    from vocdet.pipeline import cli, config as config_lib, local_runner
+    from vocdet.pipeline import cli
+    from vocdet.pipeline import config as config_lib
+    from vocdet.pipeline.local import summary as run_summary
 
     output = tmp_path_factory.mktemp("run")
     overrides = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
@@ -61,4 +63,4 @@ def pipeline_run(small_voc_root, tmp_path_factory):
     ]
     assert cli.main(argv) == 0
     config = config_lib.load("demo", str(overrides), {"output_dir": str(output)})
-    return config, local_runner.summarize(config)
+    return config, run_summary.summarize(config)

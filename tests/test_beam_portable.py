@@ -23,7 +23,9 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx.proto.orchestration import executable_spec_pb2, pipeline_pb2
 
 from bench import beam_runners
-from vocdet.pipeline import beam_args, config as config_lib, kubeflow
+from vocdet.pipeline import beam_args
+from vocdet.pipeline import config as config_lib
+from vocdet.pipeline.kubeflow import compiler as kubeflow
 
 IMAGE = "registry.example.com/vocdet:1.0@sha256:" + "ab" * 32
 BEAM_NODES = {"FileBasedExampleGen", "StatisticsGen", "Transform"}

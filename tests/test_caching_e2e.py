@@ -9,12 +9,13 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 
-from vocdet.pipeline import cli, local_runner
+from vocdet.pipeline import cli
+from vocdet.pipeline.local import summary as run_summary
 
 RESOLVERS = ("baseline_model_resolver",)
 
 
-def _run(argv: list[str], output: str) -> tuple[dict[str, str], local_runner.RunSummary]:
+def _run(argv: list[str], output: str) -> tuple[dict[str, str], run_summary.RunSummary]:
     """Node id -> state of the newest run, and its summary."""
     assert cli.main(argv) == 0
     path = os.path.join(output, "metadata.sqlite")
@@ -22,9 +23,9 @@ def _run(argv: list[str], output: str) -> tuple[dict[str, str], local_runner.Run
     run = max(store.get_contexts_by_type("pipeline_run"), key=lambda context: context.id)
     states = {
         node: metadata_store_pb2.Execution.State.Name(execution.last_known_state)
-        for node, execution in local_runner.run_nodes(store, run).items()
+        for node, execution in run_summary.run_nodes(store, run).items()
     }
-    return states, local_runner.summarize_metadata(path)
+    return states, run_summary.summarize_metadata(path)
 
 
 @pytest.mark.e2e
@@ -73,7 +74,7 @@ def test_a_failed_push_is_retried_without_retraining(small_voc_root, tmp_path):
     path = os.path.join(output, "metadata.sqlite")
     store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(path))
     run = max(store.get_contexts_by_type("pipeline_run"), key=lambda context: context.id)
-    failed = local_runner.run_nodes(store, run)
+    failed = run_summary.run_nodes(store, run)
     assert failed["Trainer"].last_known_state == metadata_store_pb2.Execution.COMPLETE
     assert failed["Pusher"].last_known_state == metadata_store_pb2.Execution.FAILED
 

@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from vocdet.pipeline import data_layout
+from vocdet.pipeline.data import layout as data_layout
 
 
 def test_voc_folder_is_recognised_from_every_usual_level(small_voc_root, tmp_path):

@@ -14,7 +14,9 @@ from tfx.types import artifact_utils, standard_artifacts, standard_component_spe
 
 from vocdet.components import voc_format
 from vocdet.components.example_validation import executor
-from vocdet.pipeline import cli, frozen_schema, local_runner
+from vocdet.pipeline import cli
+from vocdet.pipeline.data import frozen_schema
+from vocdet.pipeline.local import summary as run_summary
 
 
 def _statistics_artifact(tmp_path, split_examples):
@@ -148,4 +150,4 @@ def test_a_span_with_a_new_class_stops_before_transform(pipeline_run, small_voc_
 def _newest_run_nodes(output):
     store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(str(output / "metadata.sqlite")))
     run = max(store.get_contexts_by_type("pipeline_run"), key=lambda context: context.id)
-    return local_runner.run_nodes(store, run)
+    return run_summary.run_nodes(store, run)

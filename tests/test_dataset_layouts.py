@@ -7,7 +7,8 @@ import shutil
 import numpy as np
 import pytest
 
-from vocdet.pipeline import cli, data_layout
+from vocdet.pipeline import cli
+from vocdet.pipeline.data import layout as data_layout
 from tests.test_ingest import _ingest, _read_examples
 
 VOC_LISTS = {"train": "train", "validation": "val", "test": "test"}

@@ -126,14 +126,14 @@ def test_runtime_stage_is_non_root_without_build_tools_and_keeps_keras_3():
 
 
 def test_the_commands_tasks_run_exist_in_the_installed_project():
-    """The compiled package's task command (`python -m vocdet.pipeline.kubeflow_node`) and the module files it loads."""
-    from vocdet.pipeline import kubeflow
+    """The compiled package's task command (`python -m vocdet.pipeline.kubeflow.node`) and the module files it loads."""
+    from vocdet.pipeline.kubeflow import node
 
-    assert kubeflow.NODE_COMMAND[:2] == ["python", "-m"]
-    assert importlib.util.find_spec(kubeflow.NODE_COMMAND[2])
+    assert node.NODE_COMMAND[:2] == ["python", "-m"]
+    assert importlib.util.find_spec(node.NODE_COMMAND[2])
     assert importlib.util.find_spec("vocdet.components.trainer.module") and importlib.util.find_spec("vocdet.components.transform")
     copied = {arguments.split()[0] for instruction, arguments in _dockerfile_stages()[0] if instruction == "COPY"}
-    assert {"pipeline", "components", "pyproject.toml"} <= copied
+    assert {"pipeline", "components", "pyproject.toml", "setup.py"} <= copied
     scripts = importlib.metadata.distribution("vocdet").entry_points
     assert any(entry.name == "vocdet" for entry in scripts)
 
@@ -360,7 +360,7 @@ def test_pods_patch_is_narrowed_to_the_runners_own_pod_metadata(manifests):
 
 
 def test_cronjob_submits_with_the_cli_and_a_projected_token(manifests):
-    from vocdet.pipeline import cli
+    from vocdet.pipeline.cli import app, options
 
     (cronjob,) = [document for document in manifests if document["kind"] == "CronJob"]
     (container,) = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
@@ -369,13 +369,13 @@ def test_cronjob_submits_with_the_cli_and_a_projected_token(manifests):
     command = [re.sub(r"\$\((\w+)\)", lambda match: env[match.group(1)], part) for part in container["command"]]
     assert command[:2] == ["vocdet", "submit"]
     # The arguments parse with the real CLI, and the tasks run the image the CronJob runs, pinned by digest.
-    args = cli._parser().parse_args(command[1:])
+    args = app._parser().parse_args(command[1:])
     assert args.host.startswith("http://ml-pipeline.kubeflow") and args.warm_start
     assert args.token_file.startswith("/var/run/secrets/kubeflow/pipelines/")
     assert args.image == container["image"]
-    assert cli.config_from_args(args).kubeflow.image_pinned_by_digest
+    assert options.config_from_args(args).kubeflow.image_pinned_by_digest
     # Plain http is accepted without --insecure only because this is KFP's in-cluster service.
-    from vocdet.pipeline import kfp_client
+    from vocdet.pipeline.kubeflow import client as kfp_client
 
     assert not args.insecure
     kfp_client.Connection(host=args.host, insecure=args.insecure)

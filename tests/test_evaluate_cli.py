@@ -57,7 +57,7 @@ def test_bad_files_give_one_line_naming_file_and_problem(tmp_path, capsys, gt, d
 
 
 def test_predict_takes_files_folders_and_globs(tmp_path):
-    from vocdet.pipeline import predict
+    from vocdet.pipeline.tools import predict
 
     folder = tmp_path / "images"
     folder.mkdir()

@@ -17,7 +17,9 @@ import time
 import pytest
 
 from tests.kfp_api_double import KfpApiDouble
-from vocdet.pipeline import cli, kfp_client
+from vocdet.pipeline import cli
+from vocdet.pipeline.cli import errors as cli_errors, local_commands
+from vocdet.pipeline.kubeflow import client as kfp_client
 
 VOCDET = os.path.join(os.path.dirname(sys.executable), "vocdet")
 
@@ -93,7 +95,7 @@ def test_full_disk_reported_by_tensorflow(tmp_path, monkeypatch, capsys):
         except RuntimeError as error:
             raise RuntimeError("Failed to execute component Transform") from error
 
-    monkeypatch.setattr(cli, "prepare_data_root", fails)
+    monkeypatch.setattr(local_commands, "prepare_data_root", fails)
     assert cli.main(["run", "--output", str(tmp_path / "out")]) == 1
     assert_one_line(capsys.readouterr().err, "run", written, "(--output)", "no space left on the device")
 
@@ -104,7 +106,7 @@ def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
     def bug(config):
         raise KeyError("image")
 
-    monkeypatch.setattr(cli, "prepare_data_root", bug)
+    monkeypatch.setattr(local_commands, "prepare_data_root", bug)
     with pytest.raises(KeyError):
         cli.main(["run", "--output", str(tmp_path / "out")])
 
@@ -230,5 +232,5 @@ def test_plain_http_is_refused_unless_insecure_or_in_cluster(monkeypatch, capsys
 def test_the_error_table_names_the_errno_it_handles():
     """ENOSPC, EROFS and EACCES each say what to do (the README's failure table)."""
     for number in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EISDIR):
-        problem, advice, code = cli._OS_ERRORS[number]
+        problem, advice, code = cli_errors._OS_ERRORS[number]
         assert problem and advice and code in (1, 2)

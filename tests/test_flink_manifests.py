@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from tests.test_deploy_files import KUBERNETES_VERSION, REPO, _lock, render_kustomization
-from vocdet.pipeline import beam_args, config as config_lib
+from vocdet.pipeline import beam_args
+from vocdet.pipeline import config as config_lib
 
 FLINK_DIR = os.path.join(REPO, "k8s", "flink")
 FLINK_SCHEMA = os.path.join(REPO, "tests", "schemas", "flinkdeployment-v1beta1.yaml")

@@ -13,7 +13,10 @@ from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 from tfx.proto.orchestration import pipeline_pb2 as tfx_pipeline_pb2
 
-from vocdet.pipeline import cli, config as config_lib, kubeflow
+from vocdet.pipeline import cli
+from vocdet.pipeline import config as config_lib
+from vocdet.pipeline.kubeflow import compiler as kubeflow
+from vocdet.pipeline.kubeflow import node as kubeflow_node
 from tests.kfp_api_double import KfpApiDouble
 
 IMAGE = "registry.example.com/vocdet:1.2.3"
@@ -98,7 +101,7 @@ def test_every_task_runs_the_node_entrypoint_in_the_image_against_kfp_metadata(c
     for node_id, (task_name, _) in by_node.items():
         container = executors[_executor_label(spec, task_name)].container
         assert container.image == IMAGE, node_id
-        assert list(container.command) == kubeflow.NODE_COMMAND
+        assert list(container.command) == kubeflow_node.NODE_COMMAND
         args = list(container.args)
         assert args[args.index("--run-id") + 1] == "{{$.pipeline_job_uuid}}"
         assert args[args.index("--metadata-grpc-host") + 1] == kubeflow_config.metadata_grpc_host
@@ -200,7 +203,7 @@ def test_submit_uploads_the_pipeline_and_starts_a_run(compiled, kfp_api, capsys)
     version = kfp_api.calls("POST", "/apis/v2beta1/pipelines/upload_version")
     assert len(upload) == 1 and upload[0].query["name"] == ["vocdet"]
     assert len(version) == 1 and version[0].query["pipelineid"] == ["pipeline-1"]
-    assert b"vocdet.pipeline.kubeflow_node" in version[0].body  # the compiled package itself
+    assert b"vocdet.pipeline.kubeflow.node" in version[0].body  # the compiled package itself
     (run,) = kfp_api.calls("POST", "/apis/v2beta1/runs")
     body = run.json()
     assert body["pipeline_version_reference"] == {"pipeline_id": "pipeline-1", "pipeline_version_id": "version-1"}

@@ -14,7 +14,10 @@ import yaml
 from ml_metadata.metadata_store import metadata_store
 from tfx.orchestration import metadata
 
-from vocdet.pipeline import cli, kubeflow_node, local_runner, package_runner
+from vocdet.pipeline import cli
+from vocdet.pipeline.kubeflow import node as kubeflow_node
+from vocdet.pipeline.local import summary as run_summary
+from vocdet.pipeline.kubeflow import rehearsal as package_runner
 from tests.test_pipeline_e2e import _LOAD_AND_PREDICT
 
 IMAGE = "registry.example.com/vocdet:test"
@@ -91,7 +94,7 @@ def test_a_compiled_package_runs_to_a_pushed_model_that_loads_in_a_fresh_process
     package, output, (run_id, _), _ = demo_package_runs
     states = _states(output, package, run_id)
     assert set(states.values()) == {"COMPLETE"}, states
-    summary = local_runner.summarize_metadata(os.path.join(output, "metadata.sqlite"))
+    summary = run_summary.summarize_metadata(os.path.join(output, "metadata.sqlite"))
     assert summary.blessed and summary.num_eval_images == 16
     # Every artefact is on the stand-in PVC, where the package's paths put it.
     volume = os.path.join(os.path.abspath(output), "volumes", "vocdet-data")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from vocdet.pipeline import output_lock
+from vocdet.pipeline.local import output_lock
 
 VOCDET = os.path.join(os.path.dirname(sys.executable), "vocdet")
 

@@ -11,7 +11,10 @@ import pytest
 import yaml
 
 from tests.test_voc_example_gen import _png_header_only
-from vocdet.pipeline import cli, config as config_lib, local_runner
+from vocdet.pipeline import cli
+from vocdet.pipeline import config as config_lib
+from vocdet.pipeline.local import runner as local_runner
+from vocdet.pipeline.local import summary as run_summary
 
 # Runs in a fresh interpreter: plain TensorFlow, no project code, as TF Serving would.
 _LOAD_AND_PREDICT = """
@@ -210,7 +213,7 @@ def test_tfds_data_through_the_whole_pipeline_on_the_beam_runner(tfds_data_dir, 
     argv = ["run", "--runner", "beam", "--data", tfds_data_dir, "--output", str(output), "--config", str(overrides),
             "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "4", "--blessing-threshold", "0"]
     assert cli.main(argv) == 0
-    summary = local_runner.summarize(config_lib.load("demo", str(overrides), {"output_dir": str(output)}))
+    summary = run_summary.summarize(config_lib.load("demo", str(overrides), {"output_dir": str(output)}))
     assert summary.num_eval_images == 16 and summary.pushed_model_dir
     assert summary.ingest_summary["train"]["written"] + summary.ingest_summary["validation"]["written"] == 24
     assert os.path.exists(os.path.join(summary.pushed_model_dir, "saved_model.pb"))
@@ -238,12 +241,12 @@ def test_scheduled_runs_train_on_the_newest_spans_and_warm_start(small_voc_root,
             return json.load(handle)["anchors"]["boxes"]
 
     assert cli.main(argv) == 0
-    first = local_runner.summarize(config)
+    first = run_summary.summarize(config)
     assert first.blessed and first.warm_started_from is None
     first_model = max(_store(config).get_artifacts_by_type("Model"), key=lambda artifact: artifact.id).uri
     shutil.copytree(root / "span-1", root / "span-2")
     assert cli.main(argv) == 0
-    second = local_runner.summarize(config)
+    second = run_summary.summarize(config)
     assert boxes_trained_on(second) == 2 * boxes_trained_on(first)
     # Run 2's Trainer consumed run 1's blessed model, whose Keras weights sit beside its SavedModel.
     assert second.warm_started_from == first_model

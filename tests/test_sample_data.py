@@ -1,7 +1,7 @@
 import os
 
 from vocdet.components import voc_format
-from vocdet.pipeline import sample_data
+from vocdet.pipeline.data import sample as sample_data
 
 
 def test_layout_and_image_sets(small_voc_root):

@@ -26,7 +26,10 @@ from tfx.orchestration import metadata
 
 from tests.k8s_api_double import KubernetesApiDouble, condition
 from tests.test_trainer_distribution import _free_ports
-from vocdet.pipeline import cli, kubeflow_node, package_runner, tfjob
+from vocdet.pipeline import cli
+from vocdet.pipeline.kubeflow import node as kubeflow_node
+from vocdet.pipeline.kubeflow import rehearsal as package_runner
+from vocdet.pipeline.kubeflow import tfjob
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCHEMA = os.path.join(REPO, "tests", "schemas", "tfjob-kubeflow.org-v1.yaml")
@@ -238,7 +241,7 @@ def test_sigterm_deletes_the_job(two_worker_package, tmp_path):
         env = {**os.environ, "KUBECONFIG": double.kubeconfig(tmp_path / "kubeconfig"), "TF_CPP_MIN_LOG_LEVEL": "2"}
         env.pop("KUBERNETES_SERVICE_HOST", None)
         command = _task_command(two_worker_package, "trainer")
-        argv = [sys.executable, "-m", "vocdet.pipeline.kubeflow_node", *command[3:], "--tfjob-poll-seconds", "0.2"]
+        argv = [sys.executable, "-m", "vocdet.pipeline.kubeflow.node", *command[3:], "--tfjob-poll-seconds", "0.2"]
         with open(tmp_path / "task.log", "w") as log:
             process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
         try:

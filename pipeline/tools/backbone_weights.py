@@ -10,7 +10,7 @@ weights, so the file loads exactly where the Trainer loads it.
 from __future__ import annotations
 
 # KerasCV's ImageNet presets -> (their KerasCV backbone class, the vocdet backbone of that architecture).
-PRESETS = {
+IMAGENET_PRESETS = {
     "resnet50_imagenet": ("ResNetBackbone", "resnet50"),
     "csp_darknet_tiny_imagenet": ("CSPDarkNetBackbone", "csp_darknet_tiny"),
 }
@@ -22,15 +22,15 @@ class DownloadError(Exception):
 
 def write_backbone_weights(preset: str, out: str) -> str:
     """Writes `preset`'s weights for vocdet's backbone to `out` (.weights.h5); returns the backbone name."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+    if preset not in IMAGENET_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(IMAGENET_PRESETS)}")
     if not out.endswith(".weights.h5"):
         raise ValueError(f"{out}: Keras weights files end in .weights.h5")
     import keras_cv
 
     from vocdet.components.trainer import model as model_lib
 
-    keras_cv_class, name = PRESETS[preset]
+    keras_cv_class, name = IMAGENET_PRESETS[preset]
     try:
         pretrained = getattr(keras_cv.models, keras_cv_class).from_preset(preset)
     except Exception as error:  # the hub client raises its own, urllib's and socket's errors

@@ -20,6 +20,7 @@ from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx.orchestration import metadata
 
 from vocdet.components import features
+from vocdet.pipeline import config as config_lib
 from vocdet.components.voc_example_gen.executor import LABELS_FILE  # the class list beside the examples
 
 SCHEMA_FILE = "schema.pbtxt"  # SchemaGen's file name in its output
@@ -32,7 +33,7 @@ class FreezeError(ValueError):
 
 def freeze(output_dir: str, schema_path: str) -> tuple[str, list[str]]:
     """Writes the newest inferred schema in `output_dir`'s ML Metadata, curated; returns (source, class names)."""
-    metadata_path = os.path.join(output_dir, "metadata.sqlite")
+    metadata_path = config_lib.metadata_path(output_dir)
     if not os.path.exists(metadata_path):
         raise FreezeError(f"{metadata_path}: no ML Metadata store; run `vocdet run --output {output_dir}` first")
     store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(metadata_path))

@@ -44,6 +44,9 @@ SPAN_GROUP = "span-{SPAN}"
 # How the splits are made: from the lists the data carries, or by ExampleGen from a hash of the image id.
 SPLIT_BY_LISTS = "lists"
 SPLIT_BY_HASH = "hash"
+# "auto": lists when the data's lists give every split, else hash (`prepare_data_root` decides).
+SPLIT_BY_AUTO = "auto"
+SPLIT_BY_CHOICES = (SPLIT_BY_AUTO, SPLIT_BY_LISTS, SPLIT_BY_HASH)
 
 # The layouts recognised, as the error for an unrecognised folder lists them.
 LAYOUTS = {
@@ -98,6 +101,7 @@ class DataRoot:
     format: str
     split_by: str
     descriptions: tuple[str, ...]
+    root: str = ""
 
 
 def detect_source(path: str) -> DataSource:
@@ -149,7 +153,7 @@ def make_data_root(paths: list[str], root: str, splits: tuple[str, ...] = SPLITS
         + "".join(f"; {note}" for note in source.notes)
         for path, source in zip(paths, sources)
     )
-    return DataRoot(formats.pop(), split_by, descriptions)
+    return DataRoot(formats.pop(), split_by, descriptions, root)
 
 
 def _build_voc_folder(folder: VocFolder, target: str) -> None:

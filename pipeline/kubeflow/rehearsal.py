@@ -28,7 +28,8 @@ from google.protobuf import json_format
 from kfp.kubernetes import kubernetes_executor_config_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from vocdet.pipeline import kubeflow_node
+from vocdet.pipeline import config as config_lib
+from vocdet.pipeline.kubeflow import node as kubeflow_node
 
 _INPUT_PARAMETER = re.compile(r"\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}")
 _PLACEHOLDER = re.compile(r"\{\{\$[^}]*\}\}")
@@ -147,7 +148,7 @@ def run_package(
         **os.environ,
         # The task's `python` is this environment's.
         "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
-        kubeflow_node.METADATA_SQLITE_ENV: os.path.abspath(os.path.join(output_dir, "metadata.sqlite")),
+        kubeflow_node.METADATA_SQLITE_ENV: os.path.abspath(config_lib.metadata_path(output_dir)),
         kubeflow_node.LOCAL_MOUNTS_ENV: json.dumps(mounts),
     }
     executors = package.executors().executors
@@ -218,20 +219,21 @@ def _last_error(log_path: str) -> str:
     return (errors or lines or ["no output"])[-1][:400]
 
 
-def local_data_root(package: Package, output_dir: str, data_dirs: list[str], parameter: str) -> str:
+def local_data_root(package: Package, output_dir: str, data_dirs: list[str], parameter: str, sample_dir: str) -> str:
     """The local folder for the package's data-root parameter.
 
-    `--data` folders as `vocdet run` lays them out (a `span-<N>/` root as it is); without them,
-    the parameter's default on the stand-in PVC, filled with the generated sample if empty.
+    `--data` folders as `vocdet run` lays them out (`data.root`: a `span-<N>/` root as it is);
+    without them, the parameter's default on the stand-in PVC, filled with the generated sample
+    (made in `sample_dir`) if empty.
     """
-    from vocdet.pipeline import data_layout, sample_data
+    from vocdet.pipeline.data import root as data_root
+    from vocdet.pipeline.data import layout, sample
 
     if data_dirs:
-        if len(data_dirs) == 1 and any(name.startswith("span-") for name in os.listdir(data_dirs[0])):
+        if len(data_dirs) == 1 and data_root.span_folders(data_dirs[0]):
+            data_root.newest_span(data_dirs[0])  # checked as `vocdet run --spans` checks it
             return os.path.abspath(data_dirs[0])
-        root = os.path.abspath(os.path.join(output_dir, "data-root"))
-        data_layout.make_data_root(data_dirs, root)
-        return root
+        return data_root.link_data_root(data_dirs, output_dir).root
     default = package.parameter_defaults().get(parameter, "")
     root = default
     for mount_path, folder in local_mounts(package, output_dir).items():
@@ -240,8 +242,6 @@ def local_data_root(package: Package, output_dir: str, data_dirs: list[str], par
     if "://" in root or not root.startswith(os.path.abspath(output_dir)):
         raise PackageError(f"{package.path}: {parameter} defaults to {default!r}, not on the PVC; give --data")
     if not os.path.isdir(root) or not os.listdir(root):
-        sample_dir = os.path.join(output_dir, "sample-data")
-        sample_data.make_sample(sample_dir, sample_data.SampleSpec())
-        data_layout.make_data_root([sample_dir], root)
+        layout.make_data_root([data_root.generated_sample(sample_dir, sample.SampleSpec())], root)
         print(f"vocdet: the generated sample in {root} stands for the PVC's {default}", flush=True)
     return root

@@ -1,26 +1,21 @@
-"""Runs the pipeline on this machine: TFX's LocalDagRunner or BeamDagRunner.
+"""What a run on this machine produced, read back from its ML Metadata store, for a person to read.
 
-Binds the environment only (ML Metadata SQLite store, data root, Beam args)
-and, after the run, reads ML Metadata for a short summary a person can read:
-the evaluation numbers, the blessing decision and where the model was pushed.
+The evaluation numbers, the blessing decision, where the model was pushed, the data's counts and
+notes, and which components came from TFX's cache: all from the events of the newest run's own
+executions, found by node id (`Trainer`, `Pusher`, ...), never by type name.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-import sys
 
 from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
 from vocdet.pipeline.config import PipelineConfig
-from vocdet.pipeline.pipeline import create_ingest_pipeline, create_pipeline
-
-RUNNERS = ("local", "beam")
 
 
 @dataclasses.dataclass
@@ -68,49 +63,6 @@ def count_lines(counts: dict[str, dict[str, int]]) -> list[str]:
         f"{split}: {c['written']} examples ({c['repaired']} repaired, {c['rejected']} rejected)"
         for split, c in sorted(counts.items())
     ]
-
-
-@contextlib.contextmanager
-def tfx_argv():
-    """TFX's Beam executors parse `sys.argv` with absl flags; vocdet's own arguments are not for them."""
-    saved = sys.argv
-    sys.argv = saved[:1]
-    try:
-        yield
-    finally:
-        sys.argv = saved
-
-
-def metadata_config(config: PipelineConfig):
-    return tfx.orchestration.metadata.sqlite_metadata_connection_config(config.metadata_path)
-
-
-def run(config: PipelineConfig, data_root: str, runner: str = "local") -> RunSummary:
-    """Runs the whole pipeline and returns what it produced."""
-    if runner not in RUNNERS:
-        raise ValueError(f"runner must be one of {RUNNERS}, got {runner!r}")
-    os.makedirs(config.output_dir, exist_ok=True)
-    pipeline = create_pipeline(config, data_root, metadata_connection_config=metadata_config(config))
-    with tfx_argv():
-        if runner == "beam":
-            from tfx.orchestration.beam.beam_dag_runner import BeamDagRunner  # not exported in tfx.v1 (1.16)
-
-            BeamDagRunner().run(pipeline)
-        else:
-            tfx.orchestration.LocalDagRunner().run(pipeline)
-    return summarize(config)
-
-
-def ingest(config: PipelineConfig, data_root: str) -> tuple[str, dict[str, dict[str, int]]]:
-    """Runs ExampleGen alone; returns (Examples directory, counts per split)."""
-    os.makedirs(config.output_dir, exist_ok=True)
-    with tfx_argv():
-        tfx.orchestration.LocalDagRunner().run(
-            create_ingest_pipeline(config, data_root, metadata_connection_config=metadata_config(config))
-        )
-    store = metadata_store.MetadataStore(metadata_config(config))
-    examples = max(store.get_artifacts_by_type("Examples"), key=lambda artifact: artifact.id)
-    return examples.uri, ingest_counts(examples.uri)
 
 
 def ingest_counts(examples_uri: str) -> dict[str, dict[str, int]]:
@@ -233,17 +185,6 @@ def newest_trainer_execution(store):
     trainer_types = {t.id for t in store.get_execution_types() if t.name.endswith(".Trainer")}
     trainers = [e for e in store.get_executions() if e.type_id in trainer_types]
     return max(trainers, key=lambda execution: execution.id) if trainers else None
-
-
-def trainer_base_model(store) -> str | None:
-    """URI of the `base_model` the newest Trainer execution consumed (None: trained from scratch)."""
-    newest_trainer = newest_trainer_execution(store)
-    if newest_trainer is None:
-        return None
-    for event in store.get_events_by_execution_ids([newest_trainer.id]):
-        if event.type == metadata_store_pb2.Event.INPUT and event.path.steps[0].key == "base_model":
-            return store.get_artifacts_by_id([event.artifact_id])[0].uri
-    return None
 
 
 def _existing(path: str) -> str | None:

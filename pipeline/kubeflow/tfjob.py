@@ -6,7 +6,7 @@ one `Chief` and N-1 `Worker` replicas (this module, with the operator's own SDK 
 the chief's log, and ends as the job ends: 0 when it succeeded, 1 with the job's reason and message
 when it failed. SIGTERM (KFP cancelling the run) deletes the job before the task exits.
 
-Every replica runs the same image and the same entrypoint (`python -m vocdet.pipeline.kubeflow_node`)
+Every replica runs the same image and the same entrypoint (`python -m vocdet.pipeline.kubeflow.node`)
 with the task's own arguments (node IR, run id, ML Metadata address, run parameters; KFP has filled
 its placeholders already) plus `--tfjob-replica-of JOB`. The operator gives each replica its
 `TF_CONFIG`; what each replica then does, and why only the chief publishes, is in

@@ -4,7 +4,7 @@ This is the small equivalent of TFX's former `tfx/orchestration/kubeflow/contain
 (its v1 Kubeflow runner), which TFX 1.16 still ships but which no longer imports. Each task of the
 compiled package runs
 
-    python -m vocdet.pipeline.kubeflow_node --node-ir JSON --metadata-grpc-host H --metadata-grpc-port P
+    python -m vocdet.pipeline.kubeflow.node --node-ir JSON --metadata-grpc-host H --metadata-grpc-port P
         --run-id {{$.pipeline_job_uuid}} [--parameter NAME VALUE]...
 
 and does for its one node what `LocalDagRunner.run_with_ir` does for every node: the driver (span
@@ -72,7 +72,7 @@ HANDOFF_TFX_VERSIONS = ("1.16.",)
 # How long a worker waits for the chief's handoff (the chief's pod may wait for a GPU node).
 HANDOFF_TIMEOUT_SECONDS = 3600.0
 # What the task runs, and so every replica of its TFJob (the image's python).
-NODE_COMMAND = ["python", "-m", "vocdet.pipeline.kubeflow_node"]
+NODE_COMMAND = ["python", "-m", "vocdet.pipeline.kubeflow.node"]
 # The arguments that make the task submit a TFJob instead of launching; the replicas get the rest.
 _TFJOB_SUBMIT_ARGS = ("--tfjob-workers", "--tfjob-pod", "--tfjob-poll-seconds")
 
@@ -151,7 +151,7 @@ def _metadata_connection(args: argparse.Namespace):
     return metadata_store_pb2.MetadataStoreClientConfig(host=args.metadata_grpc_host, port=args.metadata_grpc_port)
 
 
-def _typed(parameter, value: str):
+def _parse_parameter(parameter, value: str):
     from tfx.proto.orchestration import pipeline_pb2
 
     if parameter.type == pipeline_pb2.RuntimeParameter.INT:
@@ -176,7 +176,7 @@ def _resolved_node_ir(args: argparse.Namespace):
     for name, value in args.parameter or []:
         if name not in declared:
             raise ValueError(f"--parameter {name}: the node declares no such runtime parameter ({sorted(declared)})")
-        bindings[name] = _typed(declared[name], _map_local_mounts(value))
+        bindings[name] = _parse_parameter(declared[name], _map_local_mounts(value))
     runtime_parameter_utils.substitute_runtime_parameter(node_ir, bindings)
     return node_ir
 
@@ -357,7 +357,7 @@ def run_replica(args: argparse.Namespace) -> str:
 
 def submit_tfjob(args: argparse.Namespace, argv: list[str]) -> str:
     """The task of a multi-node Trainer: a TFJob of the same entrypoint, watched to its end; returns the node's state."""
-    from vocdet.pipeline import tfjob
+    from vocdet.pipeline.kubeflow import tfjob
 
     node_ir = _resolved_node_ir(args)
     node_id = node_ir.nodes[0].pipeline_node.node_info.id
@@ -412,7 +412,7 @@ def node_state(store, pipeline_name: str, node_id: str, run_id: str) -> str:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m vocdet.pipeline.kubeflow_node", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m vocdet.pipeline.kubeflow.node", description=__doc__.splitlines()[0])
     parser.add_argument("--node-ir", required=True, help="the node's pipeline IR, JSON")
     parser.add_argument("--run-id", required=True, help="the KFP run's id (TFX's pipeline-run-id)")
     parser.add_argument("--metadata-grpc-host", required=True)
@@ -450,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _submitted_state(args: argparse.Namespace, argv: list[str]) -> str:
     """The node's state after its TFJob succeeded; FAILED (the job's reason logged) or CANCELLED (the job deleted)."""
-    from vocdet.pipeline import tfjob
+    from vocdet.pipeline.kubeflow import tfjob
 
     try:
         return submit_tfjob(args, argv)

@@ -32,13 +32,13 @@ from tfx.dsl.compiler import compiler as tfx_compiler
 from tfx.dsl.compiler import constants as tfx_constants
 from tfx.proto.orchestration import pipeline_pb2
 
-from vocdet.pipeline import beam_args, kubeflow_node
+from vocdet.pipeline import beam_args
+from vocdet.pipeline.kubeflow import node as kubeflow_node
 from vocdet.pipeline.config import KubeflowConfig, PipelineConfig
 from vocdet.pipeline.pipeline import create_pipeline
 
 DATA_ROOT_PARAMETER = kubeflow_node.DATA_ROOT_PARAMETER
 TRAINER_NODE = "Trainer"
-NODE_COMMAND = ["python", "-m", "vocdet.pipeline.kubeflow_node"]
 # Where the object-store key is mounted, and the variable Google's libraries read it from.
 CREDENTIALS_DIR = "/var/secrets/object-store"
 CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
@@ -83,7 +83,7 @@ def compile_pipeline(config: PipelineConfig, output_path: str) -> CompiledPackag
 
 def _kfp_pipeline(pipeline_ir: pipeline_pb2.Pipeline, kubeflow: KubeflowConfig, description: str):
     """A KFP pipeline with one container task per TFX node, wired by the TFX DAG's edges."""
-    parameters = _run_parameters(pipeline_ir)
+    parameters = _pipeline_parameters(pipeline_ir)
     node_irs = _with_fixed_pipeline_root(pipeline_ir)
 
     def build(*values):
@@ -91,7 +91,7 @@ def _kfp_pipeline(pipeline_ir: pipeline_pb2.Pipeline, kubeflow: KubeflowConfig, 
         tasks = {}
         for node in pipeline_ir.nodes:  # topological order
             node_id = node.pipeline_node.node_info.id
-            node_parameters = sorted(_run_parameters(pipeline_ir, node_id))
+            node_parameters = sorted(_pipeline_parameters(pipeline_ir, node_id))
             component = _node_component(node_irs, node_id, node_parameters, kubeflow)
             task = component(**{name: run_parameters[name] for name in node_parameters})
             task.set_display_name(node_id)
@@ -110,7 +110,7 @@ def _kfp_pipeline(pipeline_ir: pipeline_pb2.Pipeline, kubeflow: KubeflowConfig, 
     return dsl.pipeline(name=pipeline_ir.pipeline_info.id, description=description)(build)
 
 
-def _run_parameters(pipeline_ir: pipeline_pb2.Pipeline, node_id: str | None = None) -> dict[str, tuple[type, object]]:
+def _pipeline_parameters(pipeline_ir: pipeline_pb2.Pipeline, node_id: str | None = None) -> dict[str, tuple[type, object]]:
     """The IR's own runtime parameters (of one node, or all): name -> (KFP type, default).
 
     TFX's system parameters are not run parameters: the run id comes from KFP, and the pipeline
@@ -142,7 +142,7 @@ def _node_component(pipeline_ir: pipeline_pb2.Pipeline, node_id: str, parameters
             args += ["--parameter", name, value]
         if node_id == TRAINER_NODE:
             args += _trainer_tfjob_args(kubeflow)
-        return dsl.ContainerSpec(image=kubeflow.image, command=NODE_COMMAND, args=args)
+        return dsl.ContainerSpec(image=kubeflow.image, command=kubeflow_node.NODE_COMMAND, args=args)
 
     node.__signature__ = inspect.Signature(
         [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str) for name in parameters]
@@ -168,7 +168,7 @@ def _trainer_tfjob_args(kubeflow: KubeflowConfig) -> list[str]:
     """
     if kubeflow.trainer_workers <= 1:
         return []
-    from vocdet.pipeline import tfjob
+    from vocdet.pipeline.kubeflow import tfjob
 
     pod = tfjob.ReplicaPod(
         image=kubeflow.image,

@@ -55,7 +55,7 @@ def resolve_model_dir(path: str) -> str:
     return os.path.join(path, str(versions[-1]))
 
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+READABLE_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:
@@ -70,14 +70,14 @@ def expand_inputs(inputs: list[str]) -> list[str]:
     for item in inputs:
         if os.path.isdir(item):
             found = sorted(
-                os.path.join(item, name) for name in os.listdir(item) if name.lower().endswith(IMAGE_EXTENSIONS)
+                os.path.join(item, name) for name in os.listdir(item) if name.lower().endswith(READABLE_IMAGE_EXTENSIONS)
             )
         elif glob.has_magic(item):
             found = sorted(path for path in glob.glob(item, recursive=True) if os.path.isfile(path))
         else:
             found = [item]
         if not found:
-            raise PredictError(f"{item}: no images (looked for {', '.join(IMAGE_EXTENSIONS)})")
+            raise PredictError(f"{item}: no images (looked for {', '.join(READABLE_IMAGE_EXTENSIONS)})")
         paths.extend(found)
     return paths
 
@@ -127,3 +127,18 @@ def write_outputs(image: Image.Image, detections: list[Detection], out_dir: str,
     with open(listing, "w") as handle:
         json.dump({"width": image.width, "height": image.height, "detections": [dataclasses.asdict(d) for d in detections]}, handle, indent=2)
     return picture, listing
+
+
+def load_serving_fn(model_dir: str):
+    """The SavedModel's `serving_default` signature (TensorFlow loads here, not for `vocdet --help`)."""
+    import tensorflow as tf
+
+    return tf.saved_model.load(model_dir).signatures["serving_default"]
+
+
+def predict_file(serving_fn, path: str, out_dir: str, min_score: float, max_image_pixels: int) -> tuple[str, list[Detection]]:
+    """(the picture written, the detections) for one image file; an image that cannot be read raises PredictError."""
+    image = read_image(path, max_image_pixels)
+    detections = detect(serving_fn, image, min_score)
+    picture, _ = write_outputs(image, detections, out_dir, os.path.splitext(os.path.basename(path))[0])
+    return picture, detections

@@ -6,7 +6,7 @@ image depends only on (seed, image id), so the checkpoint has seen no image of t
 split. The trained weights are written as `components/trainer/checkpoints/<sample file>`, from
 which the demo preset starts (`model.init_checkpoint: sample`).
 
-    .venv/bin/python -m vocdet.pipeline.sample_weights [--output DIR]
+    .venv/bin/python -m vocdet.pipeline.tools.sample_weights [--output DIR]
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import sys
 import tempfile
 import time
 
-from vocdet.pipeline import cli, config as config_lib
+from vocdet.pipeline import config as config_lib, console
+from vocdet.pipeline.data.root import prepare_data_root
 
 # The demo preset's recipe, longer and on more data (bench/learn_sample's), from random weights.
 RECIPE = {
@@ -29,19 +30,19 @@ RECIPE = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m vocdet.pipeline.sample_weights", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m vocdet.pipeline.tools.sample_weights", description=__doc__.splitlines()[0])
     parser.add_argument("--output", help="where the training run goes (default: a temporary folder)")
     args = parser.parse_args(argv)
     output = args.output or tempfile.mkdtemp(prefix="vocdet-sample-weights-")
-    config = config_lib.load("demo", None, {**RECIPE, "output_dir": output})
-    cli._quiet_logging(verbose=False)
+    config = config_lib.load(config_lib.LOCAL_PRESET, None, {**RECIPE, "output_dir": output})
+    console.quiet_logging(verbose=False)
     started = time.time()
-    config, data_root = cli.prepare_data_root(config)
+    config, data_root = prepare_data_root(config)
 
     from ml_metadata.metadata_store import metadata_store
 
     from vocdet.components.trainer import checkpoint, model as model_lib, warm_start
-    from vocdet.pipeline import local_runner
+    from vocdet.pipeline.local import runner as local_runner
 
     summary = local_runner.run(config, data_root)
     store = metadata_store.MetadataStore(local_runner.metadata_config(config))

@@ -1,0 +1,117 @@
+"""`vocdet evaluate`, `predict`, `freeze-schema` and `backbone-weights`: the tools around the pipeline."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from vocdet.pipeline import config as config_lib
+from vocdet.pipeline.cli.errors import UsageError
+
+
+def add_commands(commands) -> None:
+    """Adds evaluate, backbone-weights, freeze-schema and predict to the `vocdet` parser's subcommands."""
+    evaluate = commands.add_parser("evaluate", help="score COCO-format detections: COCO and VOC mAP, per class, report")
+    evaluate.add_argument("--gt", required=True, help="COCO ground truth JSON (images, annotations, categories)")
+    evaluate.add_argument("--dt", required=True, help="COCO results JSON (a list of image_id, category_id, bbox, score)")
+    evaluate.add_argument("--out", default="outputs/evaluation", help="where metrics.json, report.md and the PR curves go")
+    evaluate.set_defaults(handler=_evaluate)
+
+    weights = commands.add_parser(
+        "backbone-weights", help="write a KerasCV ImageNet backbone as a local weights file (needs the network)"
+    )
+    weights.add_argument("preset", help="KerasCV preset: resnet50_imagenet or csp_darknet_tiny_imagenet")
+    weights.add_argument("--out", required=True, help="the weights file to write (.weights.h5), for --backbone-weights")
+    weights.add_argument("--verbose", action="store_true", help="show the traceback of an error")
+    weights.set_defaults(handler=_backbone_weights)
+
+    freeze = commands.add_parser(
+        "freeze-schema", help="write the schema a run inferred, curated, to a file to keep (for data.schema_file)"
+    )
+    freeze.add_argument("schema_file", help="where the schema goes, e.g. schema/schema.pbtxt")
+    freeze.add_argument("--output", default=config_lib.DEFAULT_OUTPUT_DIR, help="the output folder of the run whose schema is frozen")
+    freeze.set_defaults(handler=_freeze_schema)
+
+    predict = commands.add_parser("predict", help="run a pushed model on images; draw and list the detections")
+    predict.add_argument("--model", required=True, help="SavedModel folder, or serving base folder (newest version)")
+    predict.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...), folders of them, or glob patterns")
+    predict.add_argument("--out", default="outputs/predictions", help="where <image>.png and <image>.json go")
+    predict.add_argument(
+        "--min-score", type=float, default=config_lib.ModelConfig.display_confidence_threshold, help="lowest score shown"
+    )
+    predict.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=config_lib.DataConfig.max_image_pixels,
+        help="larger images are skipped, checked from their header before decoding",
+    )
+    predict.set_defaults(handler=_predict)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from vocdet.components.coco_evaluator import coco_files, report, scoring
+
+    try:
+        ground_truth, detections, class_names = coco_files.load(args.gt, args.dt)
+    except coco_files.CocoFileError as error:
+        raise UsageError(str(error)) from None
+    scores, curves = scoring.score(ground_truth, detections, class_names)
+    report.write_report(args.out, scores, curves, num_images=len(ground_truth["images"]))
+    metrics = scores["metrics"]
+    print(
+        f"COCO mAP@[.5:.95] {metrics['coco/AP']:.4f}, mAP@0.5 {metrics['coco/AP50']:.4f}, "
+        f"VOC2007 mAP@0.5 {metrics['voc/mAP50_11point']:.4f} on {len(ground_truth['images'])} images"
+    )
+    print(f"report: {os.path.join(args.out, report.REPORT_FILE)}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from vocdet.pipeline.tools import predict
+
+    try:
+        model_dir = predict.resolve_model_dir(args.model)
+    except predict.PredictError as error:
+        raise UsageError(str(error)) from None
+    try:
+        paths = predict.expand_inputs(args.images)
+    except predict.PredictError as error:
+        raise UsageError(str(error)) from None
+    serving_fn = predict.load_serving_fn(model_dir)
+    failures = 0
+    from tqdm import tqdm
+
+    progress = tqdm(paths, unit="image", disable=len(paths) < 2 or not sys.stderr.isatty())
+    for path in progress:
+        try:
+            picture, detections = predict.predict_file(serving_fn, path, args.out, args.min_score, args.max_image_pixels)
+        except predict.PredictError as error:
+            progress.write(f"vocdet predict: error: {error}", file=sys.stderr)
+            failures += 1
+            continue
+        progress.write(f"{path}: {len(detections)} detections -> {picture}")
+    return 1 if failures else 0
+
+
+def _freeze_schema(args: argparse.Namespace) -> int:
+    from vocdet.pipeline.data import frozen_schema
+
+    try:
+        source, class_names = frozen_schema.freeze(args.output, args.schema_file)
+    except frozen_schema.FreezeError as error:
+        raise UsageError(str(error)) from None
+    print(f"vocdet freeze-schema: {args.schema_file} from {source} ({len(class_names)} classes)")
+    print(f"  review it, keep it with the project, and set data.schema_file: {args.schema_file}")
+    return 0
+
+
+def _backbone_weights(args: argparse.Namespace) -> int:
+    from vocdet.pipeline.tools import backbone_weights
+
+    try:
+        backbone = backbone_weights.write_backbone_weights(args.preset, args.out)
+    except backbone_weights.DownloadError as error:
+        raise UsageError(str(error)) from None
+    print(f"vocdet backbone-weights: {args.out} ({args.preset}); train with --backbone {backbone} --backbone-weights {args.out}")
+    return 0
