@@ -2,7 +2,6 @@
 
 import contextlib
 import io
-import json
 
 import numpy as np
 import pytest
@@ -10,55 +9,20 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from vocdet.components.coco_evaluator import coco_metrics
-
-
-def _reference(ground_truth, detections, tmp_path):
-    gt_path = tmp_path / "gt.json"
-    gt_path.write_text(json.dumps(ground_truth))
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco_gt = COCO(str(gt_path))
-        coco_dt = coco_gt.loadRes(detections)
-        evaluator = COCOeval(coco_gt, coco_dt, "bbox")
-        evaluator.evaluate()
-        evaluator.accumulate()
-        evaluator.summarize()
-    return dict(zip(coco_metrics.METRIC_NAMES, evaluator.stats))
-
-
-def _random_case(seed, num_images=12, num_classes=5):
-    rng = np.random.default_rng(seed)
-    images, annotations, detections = [], [], []
-    for image_id in range(1, num_images + 1):
-        images.append({"id": image_id, "height": 300, "width": 400})
-        for _ in range(int(rng.integers(0, 6))):
-            x0, y0 = rng.uniform(0, 300), rng.uniform(0, 200)
-            box = [x0, y0, x0 + rng.uniform(5, 100), y0 + rng.uniform(5, 100)]
-            class_id = int(rng.integers(num_classes))
-            annotations.append(coco_metrics.annotation(image_id, len(annotations) + 1, class_id, box, rng.random() < 0.1))
-            if rng.random() < 0.8:  # a jittered, sometimes misclassified detection
-                jitter = np.array(box) + rng.normal(0, 6, 4)
-                jitter = np.concatenate([np.minimum(jitter[:2], jitter[2:]), np.maximum(jitter[:2], jitter[2:])])
-                predicted = class_id if rng.random() < 0.8 else int(rng.integers(num_classes))
-                detections += coco_metrics.detections_for_image(image_id, [jitter], [predicted], [rng.random()])
-        for _ in range(int(rng.integers(0, 3))):  # false positives
-            x0, y0 = rng.uniform(0, 300), rng.uniform(0, 200)
-            detections += coco_metrics.detections_for_image(
-                image_id, [[x0, y0, x0 + 30, y0 + 30]], [int(rng.integers(num_classes))], [rng.random()]
-            )
-    return coco_metrics.coco_ground_truth(images, annotations, [f"c{i}" for i in range(num_classes)]), detections
+from tests.coco_cases import random_case, reference_scores
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_equals_pycocotools_on_random_cases(seed, tmp_path):
-    ground_truth, detections = _random_case(seed)
-    expected = _reference(ground_truth, detections, tmp_path)
+    ground_truth, detections = random_case(seed)
+    expected = reference_scores(ground_truth, detections, tmp_path)
     actual = coco_metrics.evaluate(ground_truth, detections)
     for name in coco_metrics.METRIC_NAMES:
         assert actual[name] == pytest.approx(expected[name], abs=1e-6), name
 
 
 def test_perfect_detections_score_one():
-    ground_truth, _ = _random_case(0)
+    ground_truth, _ = random_case(0)
     detections = [
         {"image_id": a["image_id"], "category_id": a["category_id"], "bbox": a["bbox"], "score": 0.9}
         for a in ground_truth["annotations"]
@@ -69,7 +33,7 @@ def test_perfect_detections_score_one():
 
 
 def test_no_detections_scores_as_cocoeval_would():
-    ground_truth, _ = _random_case(1)
+    ground_truth, _ = random_case(1)
     metrics = coco_metrics.evaluate(ground_truth, [])
     assert metrics["AP"] in (0.0, -1.0)
     assert set(metrics) == set(coco_metrics.METRIC_NAMES)

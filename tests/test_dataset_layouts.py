@@ -9,7 +9,7 @@ import pytest
 
 from vocdet.pipeline import cli
 from vocdet.pipeline.data import layout as data_layout
-from tests.test_ingest import _ingest, _read_examples
+from tests.examples_io import ingest, read_examples
 
 VOC_LISTS = {"train": "train", "validation": "val", "test": "test"}
 
@@ -100,11 +100,11 @@ def test_flat_folder_notes_images_without_annotation(small_voc_root, tmp_path):
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_each_layout_ingests_box_for_box_like_the_vocdevkit(small_voc_root, tmp_path, capsys, layout):
     folder = build_layout(small_voc_root, layout, tmp_path / "export")
-    reference_uri, _ = _ingest(capsys, "--data", small_voc_root, "--output", str(tmp_path / "voc"))
-    uri, out = _ingest(capsys, "--data", folder, "--output", str(tmp_path / "out"))
+    reference_uri, _ = ingest(capsys, "--data", small_voc_root, "--output", str(tmp_path / "voc"))
+    uri, out = ingest(capsys, "--data", folder, "--output", str(tmp_path / "out"))
     assert f"{folder}: {LAYOUTS[layout][0]} layout" in out
     assert " 0 rejected" in out and "repaired" in out
-    reference, ingested = _read_examples(reference_uri), _read_examples(uri)
+    reference, ingested = read_examples(reference_uri), read_examples(uri)
     assert set(ingested) == set(reference) and len(ingested) == 40  # every image, none rejected
     for filename, (split, boxes, labels, difficult) in ingested.items():
         reference_split, reference_boxes, reference_labels, reference_difficult = reference[filename]
@@ -128,11 +128,11 @@ def test_derived_split_is_stable_when_images_are_added(small_voc_root, tmp_path,
     for name in later:  # the first drop lacks 12 images
         for path in (name, name.replace(".xml", ".jpg")):
             shutil.move(os.path.join(folder, path), held_back / path)
-    first_uri, _ = _ingest(capsys, "--data", folder, "--output", str(tmp_path / "first"))
+    first_uri, _ = ingest(capsys, "--data", folder, "--output", str(tmp_path / "first"))
     for path in os.listdir(held_back):
         shutil.move(held_back / path, os.path.join(folder, path))
-    second_uri, _ = _ingest(capsys, "--data", folder, "--output", str(tmp_path / "second"))
-    first, second = _read_examples(first_uri), _read_examples(second_uri)
+    second_uri, _ = ingest(capsys, "--data", folder, "--output", str(tmp_path / "second"))
+    first, second = read_examples(first_uri), read_examples(second_uri)
     assert len(first) == 28 and len(second) == 40
     assert {name: first[name][0] for name in first} == {name: second[name][0] for name in first}
 

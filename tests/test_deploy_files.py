@@ -12,19 +12,12 @@ import sys
 import kubernetes_validate
 import pytest
 import yaml
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KUBERNETES_VERSION = "1.31.0"
-
-
-def _read(*parts: str) -> str:
-    with open(os.path.join(REPO, *parts)) as handle:
-        return handle.read()
+from tests.manifests import KUBERNETES_VERSION, REPO, containers, lock_entries, read_repo_file, render_kustomization
 
 
 def _dockerfile_lines() -> list[tuple[str, str]]:
     """[(instruction, arguments), ...], continuation lines joined, comments dropped."""
-    text = re.sub(r"\\\n", " ", _read("docker", "Dockerfile"))
+    text = re.sub(r"\\\n", " ", read_repo_file("docker", "Dockerfile"))
     lines = []
     for line in text.splitlines():
         line = line.strip()
@@ -58,17 +51,6 @@ def _dockerfile_bases() -> list[str]:
     return [re.sub(r"\$\{(\w+)\}", lambda match: arguments_before_from[match.group(1)], base) for base in bases]
 
 
-def _lock(*parts: str) -> dict[str, tuple[str, list[str]]]:
-    """name -> (version, [sha256, ...]) of a hashed requirements file (`make lock`'s format)."""
-    pins = {}
-    for entry in re.split(r"\n(?=\S)", _read(*parts)):
-        if entry.startswith("#") or "==" not in entry:
-            continue
-        name, version = entry.split()[0].split("==")
-        pins[name] = (version, re.findall(r"--hash=sha256:([0-9a-f]{64})", entry))
-    return pins
-
-
 def test_dockerfile_base_matches_this_python_is_pinned_by_digest_and_installs_the_lock_by_hash():
     stages = _dockerfile_stages()
     bases = _dockerfile_bases()
@@ -87,11 +69,11 @@ def test_dockerfile_base_matches_this_python_is_pinned_by_digest_and_installs_th
 def test_the_lock_carries_hashes_and_setup_requires_them():
     """Every pin of the lock (pip, setuptools and wheel included) and of the CUDA pins has its files' sha256."""
     for parts in (("requirements.lock",), ("docker", "requirements-gpu.txt")):
-        pins = _lock(*parts)
+        pins = lock_entries(*parts)
         assert pins and all(hashes for _, hashes in pins.values()), [name for name, (_, h) in pins.items() if not h]
-    lock = _lock("requirements.lock")
+    lock = lock_entries("requirements.lock")
     assert {"pip", "setuptools", "wheel"} <= set(lock)
-    makefile = _read("Makefile")
+    makefile = read_repo_file("Makefile")
     setup = makefile.split("$(STAMP):", 1)[1].split("\n\n", 1)[0]
     installs = [line for line in setup.splitlines() if "pip install" in line]
     assert len(installs) == 3
@@ -101,8 +83,8 @@ def test_the_lock_carries_hashes_and_setup_requires_them():
 
 def test_dockerfile_gpu_libraries_are_tensorflows_own_cuda_pins():
     """requirements-gpu.txt is exactly what tensorflow[and-cuda] of the locked version requires."""
-    lock = {name: version for name, (version, _) in _lock("requirements.lock").items()}
-    pinned = {name: version for name, (version, _) in _lock("docker", "requirements-gpu.txt").items()}
+    lock = {name: version for name, (version, _) in lock_entries("requirements.lock").items()}
+    pinned = {name: version for name, (version, _) in lock_entries("docker", "requirements-gpu.txt").items()}
     assert importlib.metadata.version("tensorflow") == lock["tensorflow"]
     wanted = {}
     for requirement in importlib.metadata.requires("tensorflow"):
@@ -138,97 +120,6 @@ def test_the_commands_tasks_run_exist_in_the_installed_project():
     assert any(entry.name == "vocdet" for entry in scripts)
 
 
-# Kustomize 5.5 sets the namespace on every kind but Namespace, the admission policies too (the API server
-# drops it from a cluster-scoped object).
-CLUSTER_SCOPED = {"Namespace"}
-
-
-def render_kustomization(directory: str) -> list[dict]:
-    """The documents `kubectl kustomize` renders for the features our kustomization uses.
-
-    Supported: resources (files), namespace, labels (pairs), images (name, newName, newTag,
-    digest) and replacements (one source field copied whole to target fields, `[name=...]`
-    list selectors). Anything else fails the test, so a new kustomize feature in k8s/ needs its
-    rendering here too; `test_rendering_agrees_with_kubectl_kustomize` checks this one against
-    kustomize itself where kubectl is installed.
-    """
-    with open(os.path.join(directory, "kustomization.yaml")) as handle:
-        kustomization = yaml.safe_load(handle)
-    unsupported = set(kustomization) - {"apiVersion", "kind", "namespace", "resources", "labels", "images", "replacements"}
-    assert not unsupported, f"render_kustomization does not know {unsupported}"
-    documents = []
-    for resource in kustomization["resources"]:
-        with open(os.path.join(directory, resource)) as handle:
-            documents.extend(document for document in yaml.safe_load_all(handle) if document)
-    labels = {key: value for entry in kustomization.get("labels", []) for key, value in entry["pairs"].items()}
-    for document in documents:
-        metadata = document.setdefault("metadata", {})
-        metadata.setdefault("labels", {}).update(labels)
-        if document["kind"] not in CLUSTER_SCOPED and "namespace" in kustomization:
-            metadata["namespace"] = kustomization["namespace"]
-        for subject in document.get("subjects", []):
-            subject.setdefault("namespace", kustomization.get("namespace"))
-        for container in _containers(document):
-            container["image"] = _kustomized_image(container["image"], kustomization.get("images", []))
-    for replacement in kustomization.get("replacements", []):
-        value = _field(_selected(documents, replacement["source"]), replacement["source"]["fieldPath"])
-        for target in replacement["targets"]:
-            for field_path in target["fieldPaths"]:
-                _set_field(_selected(documents, target["select"]), field_path, value)
-    return documents
-
-
-def _containers(document: dict) -> list[dict]:
-    template = document.get("spec", {}).get("jobTemplate", {}).get("spec", document.get("spec", {}))
-    return template.get("template", {}).get("spec", {}).get("containers", [])
-
-
-def _kustomized_image(image: str, entries: list[dict]) -> str:
-    name, _, digest = image.partition("@")
-    last = name.rsplit("/", 1)[-1]
-    tag = last.split(":", 1)[1] if ":" in last else None
-    name = name[: len(name) - len(tag) - 1] if tag else name
-    for entry in entries:
-        if entry["name"] == name:
-            name = entry.get("newName", name)
-            # A digest replaces the tag unless the entry gives a newTag too (then both are kept, as kustomize does).
-            tag = entry.get("newTag", None if "digest" in entry else tag)
-            digest = entry.get("digest", digest)
-    return name + (f":{tag}" if tag else "") + (f"@{digest}" if digest else "")
-
-
-def _selected(documents: list[dict], select: dict) -> dict:
-    (document,) = [d for d in documents if d["kind"] == select["kind"] and d["metadata"]["name"] == select["name"]]
-    return document
-
-
-def _walk(document: dict, field_path: str):
-    """(parent, key) of a kustomize field path such as `spec.containers.[name=x].image`."""
-    parts = field_path.split(".")
-    node = document
-    for part in parts[:-1]:
-        node = _step(node, part)
-    return node, parts[-1]
-
-
-def _step(node, part: str):
-    selector = re.fullmatch(r"\[(\w+)=([^\]]+)\]", part)
-    if selector:
-        (node,) = [item for item in node if item.get(selector.group(1)) == selector.group(2)]
-        return node
-    return node[part]
-
-
-def _field(document: dict, field_path: str):
-    parent, key = _walk(document, field_path)
-    return _step(parent, key)
-
-
-def _set_field(document: dict, field_path: str, value) -> None:
-    parent, key = _walk(document, field_path)
-    parent[key] = value
-
-
 @pytest.fixture(scope="module")
 def manifests() -> list[dict]:
     return render_kustomization(os.path.join(REPO, "k8s"))
@@ -254,15 +145,15 @@ def test_rendering_agrees_with_kubectl_kustomize(manifests):
 
 
 def test_every_image_is_pinned_by_digest_never_latest(manifests):
-    images = [container["image"] for document in manifests for container in _containers(document)]
+    images = [container["image"] for document in manifests for container in containers(document)]
     assert len(images) == 2
     for image in images:
         assert re.search(r"@sha256:[0-9a-f]{64}$", image) and ":latest" not in image, image
-    assert "latest" not in _read("k8s", "cronjob.yaml") + _read("k8s", "serving.yaml")
+    assert "latest" not in read_repo_file("k8s", "cronjob.yaml") + read_repo_file("k8s", "serving.yaml")
 
 
 def test_every_manifest_file_is_in_the_kustomization():
-    listed = set(yaml.safe_load(_read("k8s", "kustomization.yaml"))["resources"])
+    listed = set(yaml.safe_load(read_repo_file("k8s", "kustomization.yaml"))["resources"])
     k8s = os.path.join(REPO, "k8s")
     # Folders are add-ons with their own kustomization (k8s/flink/: tests/test_flink_manifests.py).
     on_disk = {name for name in os.listdir(k8s) if name != "kustomization.yaml" and os.path.isfile(os.path.join(k8s, name))}
@@ -335,7 +226,7 @@ def test_rbac_grants_no_more_than_the_launcher_needs(manifests):
     (configmaps,) = [rule for rule in role["rules"] if rule["resources"] == ["configmaps"]]
     assert configmaps["resourceNames"] == ["kfp-launcher"]
     # Each rule says why it is there.
-    rules_text = _read("k8s", "rbac.yaml").split("rules:", 1)[1].split("---", 1)[0]
+    rules_text = read_repo_file("k8s", "rbac.yaml").split("rules:", 1)[1].split("---", 1)[0]
     assert len(re.findall(r"\n  #[^\n]*\n(?:  #[^\n]*\n)*  - apiGroups", rules_text)) == len(role["rules"])
     from vocdet.pipeline import config as config_lib
 

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from vocdet.pipeline import cli
-from tests.test_coco_metrics import _random_case, _reference
+from tests.coco_cases import random_case, reference_scores
 
 
 def _write(tmp_path, name, content):
@@ -15,8 +15,8 @@ def _write(tmp_path, name, content):
 
 
 def test_scores_equal_pycocotools_and_report_is_written(tmp_path, capsys):
-    ground_truth, detections = _random_case(5)
-    expected = _reference(ground_truth, detections, tmp_path)
+    ground_truth, detections = random_case(5)
+    expected = reference_scores(ground_truth, detections, tmp_path)
     gt = _write(tmp_path, "gt.json", ground_truth)
     dt = _write(tmp_path, "dt.json", detections)
     assert cli.main(["evaluate", "--gt", gt, "--dt", dt, "--out", str(tmp_path / "out")]) == 0

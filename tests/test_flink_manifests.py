@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.test_deploy_files import KUBERNETES_VERSION, REPO, _lock, render_kustomization
+from tests.manifests import KUBERNETES_VERSION, REPO, lock_entries, render_kustomization
 from vocdet.pipeline import beam_args
 from vocdet.pipeline import config as config_lib
 
@@ -135,7 +135,7 @@ def test_images_are_pinned_and_beam_is_the_locked_version(manifests):
     assert len(images) == 3
     for image in images:
         assert re.search(r":[\w.-]+@sha256:[0-9a-f]{64}$", image) and ":latest" not in image, image
-    beam_version = _lock("requirements.lock")["apache-beam"][0]
+    beam_version = lock_entries("requirements.lock")["apache-beam"][0]
     (server_image,) = [container["image"] for container in job_server["spec"]["template"]["spec"]["containers"]]
     flink_minor = re.search(r"flink:(\d+\.\d+)", flink["spec"]["image"]).group(1)
     assert server_image.startswith(f"apache/beam_flink{flink_minor}_job_server:{beam_version}@"), server_image

@@ -15,7 +15,6 @@ from tfx.proto.orchestration import pipeline_pb2 as tfx_pipeline_pb2
 
 from vocdet.pipeline import cli
 from vocdet.pipeline import config as config_lib
-from vocdet.pipeline.kubeflow import compiler as kubeflow
 from vocdet.pipeline.kubeflow import node as kubeflow_node
 from tests.kfp_api_double import KfpApiDouble
 

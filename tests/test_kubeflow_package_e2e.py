@@ -18,7 +18,7 @@ from vocdet.pipeline import cli
 from vocdet.pipeline.kubeflow import node as kubeflow_node
 from vocdet.pipeline.local import summary as run_summary
 from vocdet.pipeline.kubeflow import rehearsal as package_runner
-from tests.test_pipeline_e2e import _LOAD_AND_PREDICT
+from tests.serving_probe import LOAD_AND_PREDICT
 
 IMAGE = "registry.example.com/vocdet:test"
 # A few training steps: what is proven here is the orchestration, not the learning.
@@ -102,7 +102,7 @@ def test_a_compiled_package_runs_to_a_pushed_model_that_loads_in_a_fresh_process
     assert all(a.uri.startswith(volume) for a in _store(output).get_artifacts())
     image_path = os.path.join(small_voc_root, "VOC2007", "JPEGImages", "000001.jpg")
     completed = subprocess.run(
-        [sys.executable, "-c", _LOAD_AND_PREDICT, summary.pushed_model_dir, image_path],
+        [sys.executable, "-c", LOAD_AND_PREDICT, summary.pushed_model_dir, image_path],
         capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )  # fmt: skip
     assert completed.returncode == 0, completed.stderr[-2000:]

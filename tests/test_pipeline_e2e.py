@@ -10,36 +10,12 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.test_voc_example_gen import _png_header_only
+from tests.images import png_header_only
 from vocdet.pipeline import cli
 from vocdet.pipeline import config as config_lib
 from vocdet.pipeline.local import runner as local_runner
 from vocdet.pipeline.local import summary as run_summary
-
-# Runs in a fresh interpreter: plain TensorFlow, no project code, as TF Serving would.
-_LOAD_AND_PREDICT = """
-import json, sys
-import tensorflow as tf
-model = tf.saved_model.load(sys.argv[1])
-with open(sys.argv[2], "rb") as handle:
-    image = handle.read()
-out = model.signatures["serving_default"](images=tf.constant([image]))
-n = int(out["num_detections"][0])
-# The second signature, on the same image decoded here, must give the same detections.
-decoded = tf.cast(tf.io.decode_image(image, channels=3), tf.float32)[tf.newaxis]
-same = model.signatures["serving_images"](images=decoded)
-agree = all(
-    bool(tf.reduce_all(tf.abs(tf.cast(out[key], tf.float32) - tf.cast(same[key], tf.float32)) <= 1e-3))
-    for key in ("detection_boxes", "detection_scores", "detection_classes", "num_detections")
-)
-print(json.dumps({
-    "decoded_images_signature_agrees": agree,
-    "num_detections": n,
-    "boxes": out["detection_boxes"][0, :n].numpy().tolist(),
-    "names": [name.decode() for name in out["detection_class_names"][0, :n].numpy()],
-    "scores": out["detection_scores"][0, :n].numpy().tolist(),
-}))
-"""
+from tests.serving_probe import LOAD_AND_PREDICT
 
 
 @pytest.mark.e2e
@@ -67,7 +43,7 @@ def test_pushed_model_loads_in_a_fresh_process_and_detects(pipeline_run, small_v
     _, summary = pipeline_run
     image_path = os.path.join(small_voc_root, "VOC2007", "JPEGImages", "000001.jpg")
     completed = subprocess.run(
-        [sys.executable, "-c", _LOAD_AND_PREDICT, summary.pushed_model_dir, image_path],
+        [sys.executable, "-c", LOAD_AND_PREDICT, summary.pushed_model_dir, image_path],
         capture_output=True,
         text=True,
         timeout=300,
@@ -178,7 +154,7 @@ def test_predict_draws_and_lists_detections_for_any_image(pipeline_run, small_vo
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 not really")
     huge = tmp_path / "huge.png"  # 13000x13000 in its header; refused before any decoding
-    huge.write_bytes(_png_header_only(13000, 13000))
+    huge.write_bytes(png_header_only(13000, 13000))
     deep = tmp_path / "deep16.png"
     Image.fromarray((np.asarray(Image.open(jpeg).convert("L"), dtype=np.uint16) * 257)).save(deep)
     out = tmp_path / "out"

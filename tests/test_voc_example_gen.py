@@ -10,6 +10,7 @@ from PIL import Image
 
 from vocdet.components import features, voc_format
 from vocdet.components.voc_example_gen import convert
+from tests.images import png_header_only
 
 CLASSES = voc_format.VOC_CLASSES
 
@@ -36,17 +37,6 @@ def _xml(objects, width=100, height=80, filename="000001.jpg"):
     return voc_format.annotation_to_xml(
         voc_format.VocAnnotation(filename=filename, width=width, height=height, objects=tuple(objects))
     )
-
-
-def _png_header_only(width, height):
-    """A PNG whose header claims width x height and whose pixel data is missing: only a header read can size it."""
-    import struct
-    import zlib
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
 
 
 def _png16(width=100, height=80):
@@ -96,7 +86,7 @@ GOOD_OBJECT = voc_format.VocObject("dog", 10, 10, 50, 40)
         ("nan coordinate", _xml([GOOD_OBJECT]).replace("<xmin>10</xmin>", "<xmin>nan</xmin>"), _image(), convert.REJECTED, "<xmin> is not a finite number: 'nan'"),
         ("infinite coordinate", _xml([GOOD_OBJECT]).replace("<ymax>40</ymax>", "<ymax>-inf</ymax>"), _image(), convert.REJECTED, "<ymax> is not a finite number"),
         ("infinite size", _xml([GOOD_OBJECT]).replace("<width>100</width>", "<width>inf</width>"), _image(), convert.REJECTED, "<width> is not a finite number"),
-        ("oversized, header only", _xml([GOOD_OBJECT]), _png_header_only(13000, 13000), convert.REJECTED, "image is 13000x13000 (169 megapixels), above the limit of 50"),
+        ("oversized, header only", _xml([GOOD_OBJECT]), png_header_only(13000, 13000), convert.REJECTED, "image is 13000x13000 (169 megapixels), above the limit of 50"),
         ("filename differs", _xml([GOOD_OBJECT], filename="IMG_0001.JPG"), _image(), convert.REPAIRED, "<filename> 'IMG_0001.JPG' differs from the image on disk '000001.jpg'; used the image on disk"),
     ],
     ids=lambda value: value if isinstance(value, str) and len(value) < 40 and "<" not in value else "",
