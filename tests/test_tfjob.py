@@ -344,7 +344,9 @@ def test_the_trainer_task_trains_on_two_localhost_replicas_and_publishes_the_chi
         monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
         try:
             started = time.time()
-            data_root = package_runner.local_data_root(package, str(output), [small_voc_root], "data_root")
+            data_root = package_runner.local_data_root(
+                package, str(output), [small_voc_root], "data_root", str(output / "sample-data")
+            )
             run_id, results = package_runner.run_package(
                 package, str(output), {"data_root": data_root}, progress=lambda line: None
             )
