@@ -1,8 +1,9 @@
 """Feature keys shared by ExampleGen, Transform, Trainer and Evaluator.
 
-Raw examples use TensorFlow Datasets' `voc` layout exactly (see
-`shared/reference/tfds-voc-example.md`), so examples written by tfds and by
-our VOCdevkit converter are interchangeable. Transformed examples carry the
+Raw examples use TensorFlow Datasets' `voc` layout exactly (its features:
+https://www.tensorflow.org/datasets/catalog/voc, defined in tensorflow-datasets
+4.9.6 `tensorflow_datasets/object_detection/voc.py`), so examples written by
+tfds and by our VOCdevkit converter are interchangeable. Transformed examples carry the
 boxes in the model's `bounding_box_format`, flattened four values per object.
 """
 

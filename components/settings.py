@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from vocdet.components.trainer.backbones import BACKBONES
+from vocdet.components.trainer.retinanet.backbones import BACKBONES
 
 # KerasCV's bounding box formats (keras_cv.bounding_box.convert_format).
 BOUNDING_BOX_FORMATS = ("xyxy", "yxyx", "xywh", "center_xywh", "center_yxhw", "rel_xyxy", "rel_yxyx", "rel_xywh")
@@ -79,7 +79,7 @@ class TrainConfig:
     # Learning rate for a global batch of 16 images; scaled linearly.
     base_learning_rate: float = 0.01
     warmup_steps: int = 500
-    # Epoch fractions at which the learning rate drops by 10x.
+    # Fractions of all training steps (epochs x steps per epoch) at which the learning rate drops by 10x.
     decay_at: list[float] = dataclasses.field(default_factory=lambda: [0.67, 0.89])
     # "sgd" (the guide's, with momentum) or "adam".
     optimizer: str = "sgd"

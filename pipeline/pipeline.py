@@ -20,6 +20,7 @@ from tfx.dsl.components.base import executor_spec
 from tfx.proto import example_gen_pb2
 
 from vocdet.components.atomic_pusher import executor as atomic_pusher
+from vocdet.components.atomic_pusher.component import AtomicPusher
 from vocdet.components.coco_evaluator.baseline import LatestBlessedBaselineStrategy
 from vocdet.components.coco_evaluator.component import CocoEvaluator
 from vocdet.components.example_validation.component import StoppingExampleValidator
@@ -107,7 +108,7 @@ def create_pipeline(
         split=data.eval_split,
         num_images=config.push.serving_check_images,
     )
-    pusher = tfx.components.Pusher(
+    pusher = AtomicPusher(
         model=trainer.outputs["model"],
         model_blessing=evaluator.outputs["blessing"],
         infra_blessing=serving_check.outputs["blessing"],
@@ -117,8 +118,7 @@ def create_pipeline(
             )
         ),
         custom_config={atomic_pusher.KEEP_VERSIONS_KEY: config.push.keep_versions},
-        custom_executor_spec=executor_spec.ExecutorClassSpec(atomic_pusher.Executor),
-    )
+    ).with_id("Pusher")
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,
         pipeline_root=pipeline_root or config.pipeline_root,

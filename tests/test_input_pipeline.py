@@ -5,6 +5,7 @@ import pytest
 
 import vocdet.components  # noqa: F401  (Keras 3 before TensorFlow)
 import tensorflow as tf
+from vocdet.components.compat import keras_cv as keras_cv_compat
 from vocdet.components.trainer import input_pipeline
 from vocdet.pipeline import config as config_lib
 
@@ -110,7 +111,7 @@ def test_lean_flip_equals_keras_cv_random_flip(mode):
 
     images = tf.random.uniform((6, 20, 30, 3), 0, 255, seed=1)
     boxes = {"boxes": tf.constant([[[2.0, 3.0, 10.0, 5.0]]] * 6), "classes": tf.ones((6, 1))}
-    ours = input_pipeline.LeanRandomFlip(mode=mode, bounding_box_format="xywh", seed=7)
+    ours = keras_cv_compat.LeanRandomFlip(mode=mode, bounding_box_format="xywh", seed=7)
     theirs = keras_cv.layers.RandomFlip(mode=mode, bounding_box_format="xywh", seed=7)
     for inputs in ({"images": images, "bounding_boxes": boxes}, _example()):
         expected, actual = _in_tf_data(theirs, inputs), _in_tf_data(ours, inputs)

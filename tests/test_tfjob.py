@@ -25,7 +25,8 @@ from ml_metadata.metadata_store import metadata_store
 from tfx.orchestration import metadata
 
 from tests.k8s_api_double import KubernetesApiDouble, condition
-from tests.test_trainer_distribution import _free_ports
+from tests.ports import free_ports
+from vocdet.components import compat
 from vocdet.pipeline import cli
 from vocdet.pipeline.kubeflow import node as kubeflow_node
 from vocdet.pipeline.kubeflow import rehearsal as package_runner
@@ -168,7 +169,7 @@ def test_the_chief_handoff_refuses_an_untested_tfx(monkeypatch):
 
     assert kubeflow_node._launcher_class("handoff").__name__ == "HandoffLauncher"  # this TFX (the lock's)
     monkeypatch.setattr(tfx, "__version__", "1.17.0")
-    with pytest.raises(RuntimeError, match=r"TFX 1\.17\.0: .*Launcher\._run_executor.*HANDOFF_TFX_VERSIONS"):
+    with pytest.raises(compat.UntestedVersion, match=r"^TFX 1\.17\.0: .*_run_executor.*compat\.tfx\.LAUNCHER_TESTED"):
         kubeflow_node._launcher_class("handoff")
     assert kubeflow_node._launcher_class(None).__name__ == "Launcher"  # a single-pod task uses TFX's own
 
@@ -281,7 +282,7 @@ class LocalTrainingOperator:
         name = job["metadata"]["name"]
         replicas = [(kind.lower(), index, spec)
                     for kind, spec in job["spec"]["tfReplicaSpecs"].items() for index in range(spec["replicas"])]
-        ports = _free_ports(len(replicas))
+        ports = free_ports(len(replicas))
         cluster: dict[str, list[str]] = {}
         for (kind, _, _), port in zip(replicas, ports):
             cluster.setdefault(kind, []).append(f"127.0.0.1:{port}")

@@ -5,12 +5,13 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
+
+from tests.ports import free_ports
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -25,7 +26,8 @@ cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 import keras, numpy as np
 import tensorflow_transform as tft
-from vocdet.components.trainer import input_pipeline, model as model_lib
+from vocdet.components.trainer import input_pipeline, optimization
+from vocdet.components.trainer.retinanet import detector
 from vocdet.pipeline import config as config_lib
 
 # A frozen backbone keeps BatchNorm in inference mode: per-replica batch statistics would
@@ -38,15 +40,15 @@ transform_output = tft.TFTransformOutput(sys.argv[1])
 batches = input_pipeline.make_dataset(sys.argv[3:], transform_output, config.model, config.train, 4, training=False)
 batches = batches.take(3).cache()
 keras.utils.set_random_seed(0)
-reference = model_lib.build_retinanet(config.model, len(config.data.class_names))
+reference = detector.build_retinanet(config.model, len(config.data.class_names))
 initial = reference.get_weights()
 result = {}
 for name, strategy in (("one_device", tf.distribute.get_strategy()),
                        ("mirrored", tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))):
     with strategy.scope():
-        model = model_lib.build_retinanet(config.model, len(config.data.class_names))
+        model = detector.build_retinanet(config.model, len(config.data.class_names))
         model.set_weights(initial)
-        model_lib.compile_retinanet(model, config.train, 4, 10)
+        optimization.compile_retinanet(model, config.train, 4, 10)
         model.optimizer.learning_rate = 0.01
     first = model.fit(batches.take(1), epochs=1, verbose=0).history["loss"]
     update = np.concatenate([(after - before).ravel() for after, before in zip(model.get_weights(), initial)])
@@ -180,23 +182,13 @@ def test_backup_interrupted_mid_write_still_resumes(tmp_path):
         np.testing.assert_array_equal(restored, expected)
 
 
-def _free_ports(count: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(("127.0.0.1", 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 @pytest.mark.e2e
 def test_multi_worker_training_on_two_localhost_workers(pipeline_run, tmp_path):
     """TF_CONFIG with two workers: MultiWorkerMirroredStrategy, both finish, the chief exports."""
     config, _ = pipeline_run
     transform_output, files = _transform_outputs(config)
     train = json.dumps({"epochs": 2, "steps_per_epoch": 2, "batch_size_per_replica": 2})
-    workers = [f"127.0.0.1:{port}" for port in _free_ports(2)]
+    workers = [f"127.0.0.1:{port}" for port in free_ports(2)]
     run_dir, serving = tmp_path / "run", tmp_path / "model" / "Format-Serving"
     processes = []
     for index in range(2):
@@ -228,15 +220,15 @@ def test_distributed_training_refuses_an_untested_keras():
     """The multi-replica corrections fail loudly under a Keras whose loss scaling they were not tested on."""
     import keras
 
-    from vocdet.components.trainer import model as model_lib
+    from vocdet.components.compat import keras as keras_compat
 
-    model_lib.check_distributed_keras(2)  # the Keras of requirements.lock: tested
+    keras_compat.check_distributed(2)  # the Keras of requirements.lock: tested
     assert keras.__version__.startswith("3.6.")
-    model_lib.check_distributed_keras(2, "3.6.9")
+    keras_compat.check_distributed(2, "3.6.9")
     for version in ("3.7.0", "3.8.0", "3.5.0", "4.0.0"):
-        model_lib.check_distributed_keras(1, version)  # one replica: the corrections do nothing
+        keras_compat.check_distributed(1, version)  # one replica: the corrections do nothing
         with pytest.raises(RuntimeError, match=r"keras-team/keras#20609"):
-            model_lib.check_distributed_keras(2, version)
+            keras_compat.check_distributed(2, version)
 
 
 def test_building_the_model_on_two_replicas_checks_the_keras_version(monkeypatch):
@@ -244,7 +236,7 @@ def test_building_the_model_on_two_replicas_checks_the_keras_version(monkeypatch
     import keras
     import tensorflow as tf
 
-    from vocdet.components.trainer import model as model_lib
+    from vocdet.components.trainer.retinanet import detector
     from vocdet.pipeline import config as config_lib
 
     class TwoReplicas:
@@ -253,4 +245,4 @@ def test_building_the_model_on_two_replicas_checks_the_keras_version(monkeypatch
     monkeypatch.setattr(keras, "__version__", "3.8.0")
     monkeypatch.setattr(tf.distribute, "get_strategy", lambda: TwoReplicas())
     with pytest.raises(RuntimeError, match="Keras 3.8.0"):
-        model_lib.build_retinanet(config_lib.demo().model, num_classes=3)
+        detector.build_retinanet(config_lib.demo().model, num_classes=3)

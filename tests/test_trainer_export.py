@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.test_pipeline_e2e import _LOAD_AND_PREDICT
+from tests.serving_probe import LOAD_AND_PREDICT
 
 
 @pytest.mark.e2e
@@ -61,7 +61,7 @@ def test_exported_model_puts_boxes_on_the_objects_it_learned(pipeline_run, tmp_p
                   model_run_dir=str(tmp_path / "run"), custom_config=trained.trainer_settings().to_custom_config()))
 
     completed = subprocess.run(
-        [sys.executable, "-c", _LOAD_AND_PREDICT, str(serving), str(image_path)],
+        [sys.executable, "-c", LOAD_AND_PREDICT, str(serving), str(image_path)],
         capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
     )
     assert completed.returncode == 0, completed.stderr[-2000:]

@@ -2,7 +2,9 @@
 
 Blessing checks (ModelBlessing and InfraBlessing) and the PushedModel
 artefact's properties are TFX's own (inherited); only the copy changes, and a
-model that is already the newest serving version is not pushed again.
+model that is already the newest serving version is not pushed again. The
+private TFX helpers it records the push with are called through `compat.tfx`,
+behind a check of the TFX release. The component is `component.AtomicPusher`.
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, json_utils, proto_utils
 
-from vocdet.components.atomic_pusher import push
+from vocdet.components.atomic_pusher import DEFAULT_KEEP_VERSIONS, push
+from vocdet.components.compat import tfx as tfx_compat
 
 KEEP_VERSIONS_KEY = "keep_versions"
 # PushedModel custom property: 1 when the model was already the newest serving version.
@@ -26,10 +29,11 @@ _logger = logging.getLogger(__name__)
 
 class Executor(tfx_pusher_executor.Executor):
     def Do(self, input_dict, output_dict, exec_properties) -> None:
-        self._log_startup(input_dict, output_dict, exec_properties)
+        tfx_compat.check_pusher()
+        tfx_compat.log_startup(self, input_dict, output_dict, exec_properties)
         model_push = artifact_utils.get_single_instance(output_dict[standard_component_specs.PUSHED_MODEL_KEY])
         if not self.CheckBlessing(input_dict):
-            self._MarkNotPushed(model_push)
+            tfx_compat.mark_not_pushed(self, model_push)
             return
         destination = pusher_pb2.PushDestination()
         proto_utils.json_to_proto(exec_properties[standard_component_specs.PUSH_DESTINATION_KEY], destination)
@@ -43,10 +47,12 @@ class Executor(tfx_pusher_executor.Executor):
             # A rerun that re-blessed the model it already serves (e.g. a new blessing threshold).
             _logger.info("Already serving as version %d: %s; not pushed again", serving, model_path)
             model_push.set_int_custom_property(ALREADY_SERVING_KEY, 1)
-            self._MarkPushed(model_push, pushed_destination=os.path.join(base_directory, str(serving)),
-                             pushed_version=str(serving))
+            tfx_compat.mark_pushed(
+                self, model_push, pushed_destination=os.path.join(base_directory, str(serving)), pushed_version=str(serving)
+            )
             return
-        version, serving_path = push.push(model_path, base_directory, int(custom_config.get(KEEP_VERSIONS_KEY, 5)))
+        keep_versions = int(custom_config.get(KEEP_VERSIONS_KEY, DEFAULT_KEEP_VERSIONS))
+        version, serving_path = push.push(model_path, base_directory, keep_versions)
         # Archive in the PushedModel artefact too, as TFX's Pusher does.
         io_utils.copy_dir(model_path, model_push.uri)
-        self._MarkPushed(model_push, pushed_destination=serving_path, pushed_version=str(version))
+        tfx_compat.mark_pushed(self, model_push, pushed_destination=serving_path, pushed_version=str(version))

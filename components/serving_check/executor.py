@@ -11,6 +11,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from vocdet.components import features
 from vocdet.components.serving_check import check
 
 EXAMPLES_KEY = "examples"
@@ -26,8 +27,8 @@ def first_images(file_pattern: str, count: int) -> list[bytes]:
     """The encoded images of the first `count` raw examples."""
     files = sorted(tf.io.gfile.glob(file_pattern))
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").take(count)
-    spec = {"image": tf.io.FixedLenFeature([], tf.string)}
-    return [tf.io.parse_single_example(record, spec)["image"].numpy() for record in dataset]
+    spec = {features.IMAGE: tf.io.FixedLenFeature([], tf.string)}
+    return [tf.io.parse_single_example(record, spec)[features.IMAGE].numpy() for record in dataset]
 
 
 class Executor(base_executor.BaseExecutor):

@@ -24,7 +24,7 @@ import time
 
 import keras
 
-from vocdet.components.trainer import distribution, model as model_lib, resume
+from vocdet.components.trainer import distribution, optimization, resume
 
 MONITOR = "loss"
 
@@ -73,7 +73,7 @@ class StepWarmup(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch, logs=None):
         step = int(self.model.optimizer.iterations.numpy())
         if step <= self.warmup_steps:
-            self.model.optimizer.learning_rate = model_lib.warmup_learning_rate(self.peak, self.warmup_steps, step)
+            self.model.optimizer.learning_rate = optimization.warmup_learning_rate(self.peak, self.warmup_steps, step)
 
 
 class Throughput(keras.callbacks.Callback):

@@ -5,9 +5,10 @@ Reads the transformed examples (encoded JPEG + boxes already in the model's
 augmentation, every layer told the `bounding_box_format`:
 
 - train: a colour-only RandAugment on the image alone (see below), then
-  RandomFlip(horizontal) (`LeanRandomFlip`: KerasCV's, with a cheaper image
-  flip) -> JitteredResize(image_size, jitter_scale) (`TargetScaledJitteredResize`:
-  its scale relative to the model's input, not to the image's own size);
+  RandomFlip(horizontal) (`compat.keras_cv.LeanRandomFlip`: KerasCV's, with a
+  cheaper image flip) -> JitteredResize(image_size, jitter_scale)
+  (`compat.keras_cv.TargetScaledJitteredResize`: its scale relative to the
+  model's input, not to the image's own size);
 - eval: Resizing(image_size, pad_to_aspect_ratio=True), the same resize the
   serving signature applies.
 
@@ -37,6 +38,7 @@ import keras_cv
 import tensorflow as tf
 
 from vocdet.components import features
+from vocdet.components.compat import keras_cv as keras_cv_compat
 
 
 def decode_example(serialized: tf.Tensor, feature_spec: dict) -> dict:
@@ -95,15 +97,15 @@ def training_augmentation(model_config, train_config):
     Colours first, on the image as decoded (fewer pixels than the model's input
     for VOC-sized images, and the padding added later stays black), then
     RandomFlip(horizontal) and JitteredResize (its scale relative to the
-    model's input, see `TargetScaledJitteredResize`) on image and boxes
+    model's input, see `compat.keras_cv.TargetScaledJitteredResize`) on image and boxes
     together: with scale_factor (1, 1) a training example has exactly the
     geometry evaluation and serving give it (tested).
     """
     bounding_box_format = model_config.bounding_box_format
     size = model_config.image_size
     colour = colour_stage(train_config.rand_augment_magnitude)
-    flip = LeanRandomFlip(mode="horizontal", bounding_box_format=bounding_box_format)
-    jitter = TargetScaledJitteredResize(
+    flip = keras_cv_compat.LeanRandomFlip(mode="horizontal", bounding_box_format=bounding_box_format)
+    jitter = keras_cv_compat.TargetScaledJitteredResize(
         target_size=(size, size),
         scale_factor=tuple(train_config.jitter_scale),
         bounding_box_format=bounding_box_format,
@@ -114,57 +116,6 @@ def training_augmentation(model_config, train_config):
         return jitter({**example, "bounding_boxes": _dense_tensors(example["bounding_boxes"])})
 
     return lambda example: geometric(colour(example))
-
-
-class TargetScaledJitteredResize(keras_cv.layers.JitteredResize):
-    """KerasCV's JitteredResize with its scale drawn relative to `target_size`, as TF Model Garden's.
-
-    KerasCV 0.9 scales an image by `scale_factor` relative to the image's own
-    size: a 500 px image trained at 256 px was seen at about twice the scale
-    evaluation and serving use, most of it cropped away. Here, as in Model
-    Garden's `resize_and_crop_image` (which KerasCV's layer ports), the image
-    is scaled to fit `target_size * factor`, then cropped or padded to
-    `crop_size`: at factor 1 that is exactly the eval resize (tested). One
-    resize, where resizing to the eval size first would interpolate twice.
-    """
-
-    def get_random_transformation_batch(self, batch_size, images=None, **kwargs):
-        heights, widths = self._get_image_shape(images)
-        image_shapes = tf.cast(tf.concat((heights, widths), axis=-1), tf.float32)  # [batch, 2]
-        target = tf.constant(self.target_size, tf.float32)
-        scaled_targets = tf.round(target * self.scale_factor(shape=(batch_size, 1)))
-        scales = tf.reduce_min(scaled_targets / image_shapes, axis=-1, keepdims=True)
-        scaled_sizes = tf.round(image_shapes * scales)
-        max_offsets = tf.maximum(scaled_sizes - tf.constant(self.crop_size, tf.float32), 0.0)
-        offsets = max_offsets * self._random_generator.uniform(shape=(batch_size, 2), minval=0, maxval=1, dtype=tf.float32)
-        return {
-            "image_scales": scaled_sizes / image_shapes,
-            "scaled_sizes": scaled_sizes,
-            "offsets": tf.cast(offsets, tf.int32),
-        }
-
-
-class LeanRandomFlip(keras_cv.layers.RandomFlip):
-    """KerasCV's RandomFlip (same random draws, same boxes), flipping each image with one select.
-
-    KerasCV 0.9 builds two image-sized masks by multiplication and computes the
-    vertical flip even in horizontal mode: that made RandomFlip the costliest
-    layer of the training input after RandAugment (bench/input_pipeline.py).
-    Here an image is flipped or not by one `tf.where` on a per-image condition.
-    """
-
-    def _flip_images(self, images, transformations):
-        flips = []
-        if self.horizontal:
-            flips.append(("flip_horizontals", tf.image.flip_left_right))
-        if self.vertical:
-            flips.append(("flip_verticals", tf.image.flip_up_down))
-        outputs = images
-        for key, flip in flips:
-            chosen = transformations[key][:, 0] > (1.0 - self.rate)
-            outputs = tf.where(chosen[:, tf.newaxis, tf.newaxis, tf.newaxis], flip(outputs), outputs)
-        outputs.set_shape(images.shape)
-        return outputs
 
 
 def eval_resizing(model_config):

@@ -19,12 +19,13 @@ from vocdet.components.trainer import (
     data_profile,
     distribution,
     input_pipeline,
-    model as model_lib,
+    optimization,
     resume,
     serving,
     warm_start,
 )
 from vocdet.components.settings import TrainerSettings
+from vocdet.components.trainer.retinanet import detector
 
 _logger = logging.getLogger(__name__)
 
@@ -54,11 +55,11 @@ def run_fn(fn_args) -> None:
     )
 
     with strategy.scope():
-        model = model_lib.build_retinanet(config.model, num_classes=len(config.class_names))
+        model = detector.build_retinanet(config.model, num_classes=len(config.class_names))
         warm_started = config.train.warm_start and warm_start.restore(model, fn_args.base_model)
         if not warm_started and config.model.init_checkpoint:
             checkpoint.restore(model, config.model.init_checkpoint, config.model)
-        model_lib.compile_retinanet(model, config.train, global_batch_size, total_steps)
+        optimization.compile_retinanet(model, config.train, global_batch_size, total_steps)
 
     _check_anchor_fit(model, fn_args.train_files, tf_transform_output, config)
     # Batched by the global batch; Keras splits it over the replicas and, with several

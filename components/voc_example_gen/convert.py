@@ -35,6 +35,7 @@ import warnings
 from PIL import Image, UnidentifiedImageError
 
 from vocdet.components import features, voc_format
+from vocdet.components.voc_example_gen import DEFAULT_MAX_IMAGE_PIXELS
 
 WRITTEN = "written"
 REPAIRED = "repaired"
@@ -42,8 +43,6 @@ REJECTED = "rejected"
 OUTCOMES = (WRITTEN, REPAIRED, REJECTED)
 
 _JPEG_END_OF_IMAGE = b"\xff\xd9"
-# 50 megapixels: above any camera a dataset is usually shot with; a decoded RGB image is 150 MB.
-DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
 
 
 @dataclasses.dataclass

@@ -42,7 +42,7 @@ from tfx.components.example_gen import base_example_gen_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 
-from vocdet.components.voc_example_gen import convert
+from vocdet.components.voc_example_gen import DEFAULT_MAX_IMAGE_PIXELS, convert
 
 _logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ _REPORT_URI_KEY = "_vocdet_report_uri"
 
 
 def make_custom_config(
-    class_names: list[str], strict: bool = False, max_image_pixels: int = convert.DEFAULT_MAX_IMAGE_PIXELS
+    class_names: list[str], strict: bool = False, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
 ) -> example_gen_pb2.CustomConfig:
     """The ExampleGen `custom_config` this executor reads."""
     struct = struct_pb2.Struct()
@@ -137,7 +137,7 @@ def _ConvertSplit(pipeline: beam.Pipeline, exec_properties: dict[str, Any], reco
     """Converts one split's records; writes their report rows to `records-<split>.jsonl`."""
     custom_config = read_custom_config(exec_properties)
     convert_records = _ConvertRecords(
-        custom_config[CLASS_NAMES_KEY], int(custom_config.get(MAX_IMAGE_PIXELS_KEY, convert.DEFAULT_MAX_IMAGE_PIXELS))
+        custom_config[CLASS_NAMES_KEY], int(custom_config.get(MAX_IMAGE_PIXELS_KEY, DEFAULT_MAX_IMAGE_PIXELS))
     )
     results = (
         pipeline

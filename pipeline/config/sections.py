@@ -10,7 +10,7 @@ import dataclasses
 import os
 import re
 
-from vocdet.components import voc_format
+from vocdet.components import atomic_pusher, voc_example_gen, voc_format
 from vocdet.pipeline import beam_args
 from vocdet.pipeline.data import layout
 
@@ -42,9 +42,8 @@ class DataConfig:
     derived_split: dict[str, int] = dataclasses.field(
         default_factory=lambda: {"train": 80, "validation": 10, "test": 10}
     )
-    # Images above this many pixels are rejected from their header, before any decoding (a
-    # 13000x13000 JPEG takes 500 MB decoded, and several of them a worker's memory).
-    max_image_pixels: int = 50_000_000
+    # Images above this many pixels are rejected from their header, before any decoding.
+    max_image_pixels: int = voc_example_gen.DEFAULT_MAX_IMAGE_PIXELS
     # Fail the run when any record is rejected, or an image is in more than one split, instead of reporting it.
     strict: bool = False
     # A schema kept with the project (`vocdet freeze-schema`): TFX's ImportSchemaGen reads it instead of
@@ -97,7 +96,7 @@ class PushConfig:
     serving_dir: str = ""
     model_name: str = "vocdet"
     # Versions kept in the serving directory (the newest is never deleted).
-    keep_versions: int = 5
+    keep_versions: int = atomic_pusher.DEFAULT_KEEP_VERSIONS
     # Eval images the candidate is queried with in a fresh process before a push.
     serving_check_images: int = 4
 

@@ -26,6 +26,8 @@ import os
 import time
 import urllib.parse
 
+from vocdet.components.compat import kfp as kfp_compat
+
 DEFAULT_TOKEN_ENV = "KFP_TOKEN"
 # KFP's API service (`ml-pipeline` in the `kubeflow` namespace) as pods reach it: plain http inside the cluster
 # is KFP's documented in-cluster endpoint, so the token may go there without --insecure.
@@ -66,16 +68,7 @@ class Connection:
 
     def client(self):
         """The kfp SDK's Client, after one health check that fails fast (see the module's docstring)."""
-        import kfp
-
-        class Client(kfp.Client):
-            _healthz = None
-
-            def get_kfp_healthz(self, sleep_duration: int = 5):  # noqa: ARG002 (one attempt: no retry to wait for)
-                if self._healthz is None:
-                    self._healthz = self._healthz_api.healthz_service_get_healthz()
-                return self._healthz
-
+        Client = kfp_compat.fail_fast_client_class()
         with self.api_errors():
             client = Client(host=self.host, namespace=self.namespace or "kubeflow", existing_token=self.token())
             client.get_kfp_healthz()  # the constructor skips it when a namespace is set

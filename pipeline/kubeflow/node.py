@@ -54,6 +54,7 @@ import sys
 import time
 
 import vocdet.components  # noqa: F401  pins tf.keras to Keras 3 before TFX loads TF Transform
+from vocdet.components.compat import tfx as tfx_compat
 
 # The KFP run parameter that fills the IR's `data_root` runtime parameter (ExampleGen's input base).
 DATA_ROOT_PARAMETER = "data_root"
@@ -67,8 +68,6 @@ HANDOFF_FILE = "execution_info"
 # What the chief writes when no executor runs: the workers then end as it did.
 HANDOFF_SKIPPED = "skipped:"
 HANDOFF_FAILED = "failed:"
-# The TFX releases whose private Launcher._run_executor the chief's handoff overrides (see _launcher_class).
-HANDOFF_TFX_VERSIONS = ("1.16.",)
 # How long a worker waits for the chief's handoff (the chief's pod may wait for a GPU node).
 HANDOFF_TIMEOUT_SECONDS = 3600.0
 # What the task runs, and so every replica of its TFJob (the image's python).
@@ -222,32 +221,21 @@ def run_node(args: argparse.Namespace, handoff: str | None = None) -> str:
 def _launcher_class(handoff: str | None):
     """TFX's Launcher; for a TFJob's chief, one that hands the ExecutionInfo to the workers first.
 
-    The chief's Launcher overrides TFX's private `Launcher._run_executor(execution_info)`, which
-    `launch()` calls once, with the resolved ExecutionInfo, just before the executor
-    (tfx/orchestration/portable/launcher.py). That is a TFX internal, so the override runs only on
-    the TFX releases it was tested on (`HANDOFF_TFX_VERSIONS`).
+    The hook into TFX's Launcher is a TFX internal (`compat.tfx.launcher_with_executor_hook`),
+    checked against the TFX releases it was tested on; a single-pod task uses TFX's own Launcher.
     """
-    import tfx
     from tfx.orchestration.portable import launcher
 
     if handoff is None:
         return launcher.Launcher
-    if not tfx.__version__.startswith(HANDOFF_TFX_VERSIONS) or not callable(getattr(launcher.Launcher, "_run_executor", None)):
-        raise RuntimeError(
-            f"TFX {tfx.__version__}: the TFJob chief's handoff overrides Launcher._run_executor, tested on TFX "
-            f"{', '.join(v + 'x' for v in HANDOFF_TFX_VERSIONS)} only; re-run tests/test_tfjob.py and widen "
-            "HANDOFF_TFX_VERSIONS (pipeline/kubeflow_node.py), or train on one pod (kubeflow.trainer_workers: 1)"
-        )
 
-    class HandoffLauncher(launcher.Launcher):
-        def _run_executor(self, execution_info):
-            from tfx.orchestration.python_execution_binary import python_execution_binary_utils
+    def hand_off(execution_info) -> None:
+        from tfx.orchestration.python_execution_binary import python_execution_binary_utils
 
-            _write_handoff(handoff, python_execution_binary_utils.serialize_execution_info(execution_info))
-            logging.info("Execution %d handed to the TFJob's workers (%s)", execution_info.execution_id, handoff)
-            return super()._run_executor(execution_info)
+        _write_handoff(handoff, python_execution_binary_utils.serialize_execution_info(execution_info))
+        logging.info("Execution %d handed to the TFJob's workers (%s)", execution_info.execution_id, handoff)
 
-    return HandoffLauncher
+    return tfx_compat.launcher_with_executor_hook(hand_off)
 
 
 def handoff_path(node_ir, job: str) -> str:

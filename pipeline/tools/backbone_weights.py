@@ -28,7 +28,7 @@ def write_backbone_weights(preset: str, out: str) -> str:
         raise ValueError(f"{out}: Keras weights files end in .weights.h5")
     import keras_cv
 
-    from vocdet.components.trainer import model as model_lib
+    from vocdet.components.trainer.retinanet import backbones
 
     keras_cv_class, name = IMAGENET_PRESETS[preset]
     try:
@@ -36,7 +36,7 @@ def write_backbone_weights(preset: str, out: str) -> str:
     except Exception as error:  # the hub client raises its own, urllib's and socket's errors
         reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise DownloadError(f"cannot download KerasCV preset {preset!r}; this command needs the network ({reason})") from None
-    backbone = model_lib.build_backbone(name)
+    backbone = backbones.build_backbone(name)
     if len(pretrained.weights) != len(backbone.weights):
         raise ValueError(f"preset {preset!r} has {len(pretrained.weights)} weights, vocdet's {name} {len(backbone.weights)}")
     for source, target in zip(pretrained.weights, backbone.weights):
