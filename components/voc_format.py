@@ -48,6 +48,21 @@ IMAGE_SETS_DIR = "ImageSets/Main"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
+def folded_class_name(name: str) -> str:
+    """A class name as tfds's VOC builder stores it, lower-cased: names equal in this form are one class."""
+    return name.strip().lower()
+
+
+def names_equal_but_for_case(names: list[str] | tuple[str, ...]) -> tuple[str, str] | None:
+    """The first two names of a class list that differ only in case (they would be one class), or None."""
+    seen: dict[str, str] = {}
+    for name in names:
+        first = seen.setdefault(folded_class_name(name), name)
+        if first != name:
+            return first, name
+    return None
+
+
 class VocFormatError(ValueError):
     """An annotation that does not follow the VOC schema."""
 
@@ -68,7 +83,7 @@ class VocObject:
 
 @dataclasses.dataclass(frozen=True)
 class VocAnnotation:
-    """The contents of one `Annotations/<id>.xml` file."""
+    """The contents of one `Annotations/<id>.xml` file; width and height 0 when it gives no `<size>`."""
 
     filename: str
     width: int
@@ -112,12 +127,11 @@ def parse_annotation_xml(content: bytes | str, source: str = "<xml>") -> VocAnno
         raise VocFormatError(f"{source}: XML does not parse ({error})") from None
     if root.tag != "annotation":
         raise VocFormatError(f"{source}: root element is <{root.tag}>, expected <annotation>")
+    # No <size>, or an empty <width> or <height>: 0, which the converter reads as "use the image's size".
     size = root.find("size")
-    if size is None:
-        raise VocFormatError(f"{source}: missing <size>")
-    width = _read_number(size, "width", source, int)
-    height = _read_number(size, "height", source, int)
-    depth_node = size.find("depth")
+    width = _read_number(size, "width", source, int, missing=0) if size is not None else 0
+    height = _read_number(size, "height", source, int, missing=0) if size is not None else 0
+    depth_node = size.find("depth") if size is not None else None
     depth = int(depth_node.text) if depth_node is not None and (depth_node.text or "").strip() else 3
     objects = []
     for index, node in enumerate(root.findall("object")):
@@ -159,9 +173,14 @@ def _format_coordinate(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
 
 
-def _read_number(parent: ElementTree.Element, tag: str, where: str, kind: type):
-    """A finite number: `nan` and `inf` parse as floats, and would pass every comparison-based check later."""
+def _read_number(parent: ElementTree.Element, tag: str, where: str, kind: type, missing=None):
+    """A finite number, or `missing` when the tag is absent or empty and `missing` is given.
+
+    Finite: `nan` and `inf` parse as floats, and would pass every comparison-based check later.
+    """
     text = parent.findtext(tag)
+    if (text is None or not text.strip()) and missing is not None:
+        return missing
     if text is None or not text.strip():
         raise VocFormatError(f"{where}: missing <{tag}>")
     try:

@@ -117,7 +117,10 @@ def create_pipeline(
                 base_directory=os.path.join(config.serving_dir, config.push.model_name)
             )
         ),
-        custom_config={atomic_pusher.KEEP_VERSIONS_KEY: config.push.keep_versions},
+        custom_config={
+            atomic_pusher.KEEP_VERSIONS_KEY: config.push.keep_versions,
+            atomic_pusher.REPLACE_UNKNOWN_KEY: config.push.replace_unknown_serving,
+        },
     ).with_id("Pusher")
     return tfx.dsl.Pipeline(
         pipeline_name=config.pipeline_name,

@@ -64,3 +64,12 @@ def pipeline_run(small_voc_root, tmp_path_factory):
     assert cli.main(argv) == 0
     config = config_lib.load("demo", str(overrides), {"output_dir": str(output)})
     return config, run_summary.summarize(config)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL 15 server, with password authentication, for the session (tests/postgres.py)."""
+    from tests.postgres import postgres_server
+
+    with postgres_server() as server:
+        yield server

@@ -31,6 +31,17 @@ def read_examples(examples_uri):
     return result
 
 
+def read_images(examples_uri):
+    """filename -> the example's image, decoded as training decodes it (`tf.io.decode_jpeg`, 3 channels)."""
+    spec = {features.FILENAME: tf.io.FixedLenFeature([], tf.string), features.IMAGE: tf.io.FixedLenFeature([], tf.string)}
+    images = {}
+    for split_dir in glob.glob(os.path.join(examples_uri, "Split-*")):
+        for record in tf.data.TFRecordDataset(glob.glob(os.path.join(split_dir, "*")), compression_type="GZIP"):
+            parsed = tf.io.parse_single_example(record, spec)
+            images[parsed[features.FILENAME].numpy().decode()] = tf.io.decode_jpeg(parsed[features.IMAGE], channels=3).numpy()
+    return images
+
+
 def ingest(capsys, *args):
     assert cli.main(["ingest", *args]) == 0
     out = capsys.readouterr().out

@@ -77,7 +77,7 @@ def _model(tmp_path, name, images, keep, artifact_id):
     return model
 
 
-def _evaluate_and_push(tmp_path, examples, model, baseline, threshold, servable=True):
+def _evaluate_and_push(tmp_path, examples, model, baseline, threshold, servable=True, replace_unknown=None, serving=None):
     config = config_lib.demo().with_overrides(
         {"eval": {"blessing_metric": "coco/AP50", "blessing_threshold": threshold, "max_regression": 0.01}}
     )
@@ -93,14 +93,17 @@ def _evaluate_and_push(tmp_path, examples, model, baseline, threshold, servable=
     pushed = standard_artifacts.PushedModel()
     pushed.uri = str(tmp_path / "pushed")
     destination = pusher_pb2.PushDestination(
-        filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=str(tmp_path / "serving"))
+        filesystem=pusher_pb2.PushDestination.Filesystem(base_directory=str(serving or tmp_path / "serving"))
     )
     infra_blessing = standard_artifacts.InfraBlessing()
     infra_blessing.set_int_custom_property("blessed", int(servable))
     pusher_executor.Executor().Do(
         {"model": [model], "model_blessing": [blessing], "infra_blessing": [infra_blessing]},
         {"pushed_model": [pushed]},
-        {"push_destination": proto_utils.proto_to_json(destination)},
+        {
+            "push_destination": proto_utils.proto_to_json(destination),
+            **({"custom_config": json.dumps({"replace_unknown_serving": replace_unknown})} if replace_unknown is not None else {}),
+        },
     )
     with open(os.path.join(evaluation_artifact.uri, "metrics.json")) as handle:
         metrics = json.load(handle)["metrics"]
@@ -145,3 +148,29 @@ def test_blessed_model_that_failed_the_serving_check_is_not_pushed(tmp_path, eva
     assert blessing.get_int_custom_property("blessed") == 1
     assert pushed.get_int_custom_property("pushed") == 0
     assert not os.path.exists(tmp_path / "serving")
+
+
+def test_a_new_store_does_not_replace_what_the_serving_folder_already_serves(tmp_path, eval_examples):
+    """A store that knows no blessed model (a new one: moving off KFP's metadata-grpc-service) gives no
+    baseline; the serving folder's version 7, pushed through the old store, is kept until told otherwise."""
+    examples, images = eval_examples
+    serving = tmp_path / "serving"
+    old = _model(tmp_path, "old", images, keep=1.0, artifact_id=1)
+    tf.io.gfile.makedirs(str(serving / "7"))
+    for name in tf.io.gfile.listdir(os.path.join(old.uri, "Format-Serving")):
+        tf.io.gfile.rename(os.path.join(old.uri, "Format-Serving", name), str(serving / "7" / name))
+    candidate = _model(tmp_path, "candidate", images, keep=1.0, artifact_id=2)
+
+    blessing, pushed, _ = _evaluate_and_push(tmp_path / "refused", examples, candidate, None, threshold=0.1, serving=serving)
+    assert blessing.get_int_custom_property("blessed") == 1
+    assert pushed.get_int_custom_property("pushed") == 0
+    reason = pushed.get_string_custom_property("not_pushed_reason")
+    assert f"{serving} already serves version 7" in reason and "push.replace_unknown_serving: true" in reason
+    assert sorted(os.listdir(serving)) == ["7"]
+
+    blessing, pushed, _ = _evaluate_and_push(
+        tmp_path / "replaced", examples, candidate, None, threshold=0.1, serving=serving, replace_unknown=True
+    )
+    assert pushed.get_int_custom_property("pushed") == 1
+    (new,) = set(os.listdir(serving)) - {"7"}
+    assert int(new) > 7 and pushed.get_string_custom_property("pushed_version") == new

@@ -129,7 +129,8 @@ def test_every_manifest_is_valid_kubernetes(manifests):
     kinds = sorted(document["kind"] for document in manifests)
     assert kinds == sorted(
         ["Namespace", "PersistentVolumeClaim", "ServiceAccount", "ServiceAccount", "Role", "RoleBinding", "Deployment",
-         "Service", "CronJob", "NetworkPolicy", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"]
+         "Service", "CronJob", "NetworkPolicy", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
+         "Secret", "StatefulSet", "Service", "NetworkPolicy"]
     )
     for document in manifests:
         kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
@@ -146,10 +147,11 @@ def test_rendering_agrees_with_kubectl_kustomize(manifests):
 
 def test_every_image_is_pinned_by_digest_never_latest(manifests):
     images = [container["image"] for document in manifests for container in containers(document)]
-    assert len(images) == 2
+    assert len(images) == 3
     for image in images:
         assert re.search(r"@sha256:[0-9a-f]{64}$", image) and ":latest" not in image, image
-    assert "latest" not in read_repo_file("k8s", "cronjob.yaml") + read_repo_file("k8s", "serving.yaml")
+    for name in ("cronjob.yaml", "serving.yaml", "metadata-store.yaml"):
+        assert "latest" not in read_repo_file("k8s", name)
 
 
 def test_every_manifest_file_is_in_the_kustomization():
@@ -162,7 +164,7 @@ def test_every_manifest_file_is_in_the_kustomization():
 
 def _pod_specs(manifests):
     for document in manifests:
-        if document["kind"] == "Deployment":
+        if document["kind"] in ("Deployment", "StatefulSet"):
             yield document["metadata"]["name"], document["spec"]["template"]["spec"]
         elif document["kind"] == "CronJob":
             yield document["metadata"]["name"], document["spec"]["jobTemplate"]["spec"]["template"]["spec"]
@@ -170,7 +172,7 @@ def _pod_specs(manifests):
 
 def test_pods_are_non_root_read_only_with_seccomp_and_requests_and_limits(manifests):
     specs = list(_pod_specs(manifests))
-    assert {name for name, _ in specs} == {"vocdet-serving", "vocdet-retraining"}
+    assert {name for name, _ in specs} == {"vocdet-serving", "vocdet-retraining", "vocdet-metadata"}
     for name, spec in specs:
         assert spec["securityContext"]["runAsNonRoot"] is True, name
         assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
@@ -186,10 +188,15 @@ def test_pods_are_non_root_read_only_with_seccomp_and_requests_and_limits(manife
             assert {"cpu", "memory"} <= set(container["resources"]["limits"]), name
 
 
+def _named(manifests, kind: str, name: str) -> dict:
+    (document,) = [d for d in manifests if d["kind"] == kind and d["metadata"]["name"] == name]
+    return document
+
+
 def test_only_labelled_clients_reach_tf_serving(manifests):
-    (policy,) = [document for document in manifests if document["kind"] == "NetworkPolicy"]
-    (service,) = [document for document in manifests if document["kind"] == "Service"]
-    (deployment,) = [document for document in manifests if document["kind"] == "Deployment"]
+    policy = _named(manifests, "NetworkPolicy", "vocdet-serving-clients-only")
+    service = _named(manifests, "Service", "vocdet-serving")
+    deployment = _named(manifests, "Deployment", "vocdet-serving")
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     (rule,) = policy["spec"]["ingress"]
@@ -276,3 +283,35 @@ def test_the_project_installs_under_one_package_name():
     """pipeline/ and components/ install as vocdet.pipeline and vocdet.components: nothing generic at the top."""
     top_level = importlib.metadata.distribution("vocdet").read_text("top_level.txt").split()
     assert top_level == ["vocdet"]
+
+
+def test_the_metadata_store_is_what_the_compiled_tasks_reach(manifests, tmp_path):
+    """The default kubeflow.metadata names this Service, the tasks carry the label its NetworkPolicy admits
+    and read the password from its Secret; only labelled pods reach it, and it refuses the placeholder."""
+    from vocdet.pipeline import config as config_lib
+    from vocdet.pipeline.kubeflow import compiler
+    from vocdet.pipeline.metadata import store
+
+    kubeflow = config_lib.KubeflowConfig()
+    url = store.StoreUrl.parse(kubeflow.metadata)
+    statefulset = _named(manifests, "StatefulSet", "vocdet-metadata")
+    service = _named(manifests, "Service", url.host)
+    policy = _named(manifests, "NetworkPolicy", "vocdet-metadata-clients-only")
+    secret = _named(manifests, "Secret", kubeflow.metadata_secret)
+    (container,) = statefulset["spec"]["template"]["spec"]["containers"]
+    env = {variable["name"]: variable for variable in container["env"]}
+    assert (url.scheme, url.user, url.database) == ("postgresql", env["POSTGRES_USER"]["value"], env["POSTGRES_DB"]["value"])
+    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": kubeflow.metadata_secret_key}
+    assert kubeflow.metadata_secret_key in secret["stringData"]
+    assert container["args"][0].startswith(f'if [ "$POSTGRES_PASSWORD" = {secret["stringData"][kubeflow.metadata_secret_key]} ]')
+    assert container["image"].startswith("postgres:15@sha256:")
+    assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(container)
+    (port,) = service["spec"]["ports"]
+    assert port["port"] == url.port and service["spec"]["selector"] == statefulset["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == statefulset["spec"]["selector"]["matchLabels"]
+    (rule,) = policy["spec"]["ingress"]
+    label = dict([compiler.METADATA_CLIENT_LABEL])
+    assert rule["from"] == [{"podSelector": {"matchLabels": label}}]
+    assert rule["ports"] == [{"protocol": "TCP", "port": url.port}]
+    cronjob = _named(manifests, "CronJob", "vocdet-retraining")
+    assert label.items() <= cronjob["spec"]["jobTemplate"]["spec"]["template"]["metadata"]["labels"].items()

@@ -15,7 +15,9 @@ from tfx.proto.orchestration import pipeline_pb2 as tfx_pipeline_pb2
 
 from vocdet.pipeline import cli
 from vocdet.pipeline import config as config_lib
+from vocdet.pipeline.kubeflow import compiler
 from vocdet.pipeline.kubeflow import node as kubeflow_node
+from vocdet.pipeline.metadata import store as metadata_store
 from tests.kfp_api_double import KfpApiDouble
 
 IMAGE = "registry.example.com/vocdet:1.2.3"
@@ -57,8 +59,11 @@ def _executors(spec):
 
 
 def _task_by_node(spec):
-    """TFX node id -> (task name, task spec); the display name is the node id."""
-    return {task.task_info.name: (name, task) for name, task in spec.root.dag.tasks.items()}
+    """TFX node id -> (task name, task spec); the display name is the node id. Without the store's preparation."""
+    return {
+        task.task_info.name: (name, task) for name, task in spec.root.dag.tasks.items()
+        if task.task_info.name != compiler.PREPARE_STORE_TASK
+    }
 
 
 def _executor_label(spec, task_name):
@@ -80,19 +85,27 @@ def test_every_executor_is_a_container_and_nothing_needs_a_kfp_driver_feature(co
         assert not task.caching_options.enable_cache, name  # TFX's cache decides, in ML Metadata
 
 
-def test_one_task_per_tfx_node_wired_by_the_tfx_dag(compiled):
+def test_one_task_per_tfx_node_wired_by_the_tfx_dag_after_the_store_is_prepared(compiled):
     _, spec, _, _ = compiled
     by_node = _task_by_node(spec)
     assert set(by_node) == set(NODES)
+    (prepare,) = [name for name, task in spec.root.dag.tasks.items() if task.task_info.name == compiler.PREPARE_STORE_TASK]
+    assert not spec.root.dag.tasks[prepare].dependent_tasks
     executors = _executors(spec)
+    roots = set()
     for node_id, (task_name, task) in by_node.items():
         node = _node_ir(executors[_executor_label(spec, task_name)].container).nodes[0].pipeline_node
         assert node.node_info.id == node_id
-        assert {by_node[upstream][0] for upstream in node.upstream_nodes} == set(task.dependent_tasks), node_id
+        upstream = {by_node[upstream][0] for upstream in node.upstream_nodes}
+        assert (upstream or {prepare}) == set(task.dependent_tasks), node_id
+        roots |= {node_id} if not upstream else set()
+    assert roots == {"FileBasedExampleGen", "latest_blessed_model_resolver"}  # with warm start: both start at once
+    prepare_args = list(executors[_executor_label(spec, prepare)].container.args)
+    assert prepare_args[:1] == ["--prepare-metadata-store"] and "--node-ir" not in prepare_args
     assert spec.pipeline_info.name == config_lib.voc_guide().pipeline_name
 
 
-def test_every_task_runs_the_node_entrypoint_in_the_image_against_kfp_metadata(compiled):
+def test_every_task_runs_the_node_entrypoint_in_the_image_against_vocdets_store(compiled):
     _, spec, _, _ = compiled
     kubeflow_config = config_lib.KubeflowConfig()
     by_node = _task_by_node(spec)
@@ -103,8 +116,8 @@ def test_every_task_runs_the_node_entrypoint_in_the_image_against_kfp_metadata(c
         assert list(container.command) == kubeflow_node.NODE_COMMAND
         args = list(container.args)
         assert args[args.index("--run-id") + 1] == "{{$.pipeline_job_uuid}}"
-        assert args[args.index("--metadata-grpc-host") + 1] == kubeflow_config.metadata_grpc_host
-        assert args[args.index("--metadata-grpc-port") + 1] == str(kubeflow_config.metadata_grpc_port)
+        assert args[args.index("--metadata") + 1] == kubeflow_config.metadata
+        assert args[args.index("--metadata-wait-seconds") + 1] == f"{kubeflow_config.metadata_wait_seconds:g}"
         assert {env.name: env.value for env in container.env}["GOOGLE_APPLICATION_CREDENTIALS"] == (
             "/var/secrets/object-store/key.json"
         )
@@ -128,6 +141,11 @@ def test_kfp_kubernetes_mounts_pvc_and_secret_and_pins_the_trainer_to_gpu_nodes(
             (kubeflow_config.pvc_name, kubeflow_config.pvc_mount_path)
         ]
         assert [s.secret_name for s in executor.secret_as_volume] == ["vocdet-object-store"]
+        # The store's password from its secret, and the label its NetworkPolicy admits (k8s/metadata-store.yaml).
+        assert [(s.secret_name, [(k.secret_key, k.env_var) for k in s.key_to_env]) for s in executor.secret_as_env] == [
+            (kubeflow_config.metadata_secret, [(kubeflow_config.metadata_secret_key, metadata_store.PASSWORD_ENV)])
+        ]
+        assert dict(executor.pod_metadata.labels) == dict([compiler.METADATA_CLIENT_LABEL]), label
         if label == trainer:
             assert dict(executor.node_selector.labels) == kubeflow_config.gpu_node_selector
             assert [(t.key, t.operator, t.effect) for t in executor.tolerations] == [
@@ -269,3 +287,33 @@ def test_compile_warns_about_a_tag_only_image_and_refuses_latest(tmp_path, capsy
     assert "warning" not in capsys.readouterr().err
     assert cli.main(["compile", "--image", "registry.example.com/vocdet:latest", "--out", out]) == 2
     assert "the tag latest names whatever was pushed last" in capsys.readouterr().err
+
+
+def test_the_default_package_never_names_kfps_removed_store_and_grpc_is_still_possible(compiled, tmp_path):
+    """kubeflow/pipelines#13986 removed metadata-grpc-service: the default is vocdet's own PostgreSQL store;
+    `kubeflow.metadata: grpc://...` names an ML Metadata server instead, with no password to carry."""
+    _, _, _, text = compiled
+    assert "metadata-grpc-service" not in text and config_lib.KubeflowConfig().metadata in text
+    overrides = tmp_path / "grpc.yaml"
+    overrides.write_text(yaml.safe_dump({"kubeflow": {"metadata": "grpc://metadata-grpc-service.kubeflow:8080"}}))
+    spec, kubernetes, grpc_text = compile_package(tmp_path / "grpc.yaml.out.yaml", "--config", str(overrides))
+    for name, (task_name, _) in _task_by_node(spec).items():
+        args = list(_executors(spec)[_executor_label(spec, task_name)].container.args)
+        assert args[args.index("--metadata") + 1] == "grpc://metadata-grpc-service.kubeflow:8080", name
+    assert "postgresql://" not in grpc_text
+    assert all(not executor.secret_as_env for executor in kubernetes.values())
+
+
+def test_no_password_in_the_package(tmp_path, monkeypatch, capsys):
+    """The password reaches the tasks from the secret at run time; a URL holding one is refused in one line."""
+    password = "s3cret-Pa55word-9d1e"
+    monkeypatch.setenv(metadata_store.PASSWORD_ENV, password)
+    _, _, text = compile_package(tmp_path / "pipeline.yaml")
+    assert password not in text and metadata_store.PASSWORD_ENV in text
+    capsys.readouterr()
+    overrides = tmp_path / "leaky.yaml"
+    overrides.write_text(yaml.safe_dump({"kubeflow": {"metadata": f"postgresql://vocdet:{password}@db:5432/mlmd"}}))
+    assert cli.main(["compile", "--image", IMAGE, "--out", str(tmp_path / "leaky.yaml.out.yaml"), "--config", str(overrides)]) == 2
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert "kubeflow.metadata" in line and "password" in line and password not in line
+    assert not (tmp_path / "leaky.yaml.out.yaml").exists()

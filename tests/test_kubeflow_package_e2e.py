@@ -1,6 +1,7 @@
 """The compiled Kubeflow package, run: `vocdet run --package` executes each task's own command and
 arguments from the YAML, in dependency order, each as its own process, against a local ML Metadata
-store, with the PVC mount as a local folder. Assertions are read from ML Metadata."""
+store (an SQLite file, or a real PostgreSQL server as the cluster's store), with the PVC mount as a
+local folder. Assertions are read from ML Metadata."""
 
 import json
 import os
@@ -15,7 +16,10 @@ from ml_metadata.metadata_store import metadata_store
 from tfx.orchestration import metadata
 
 from vocdet.pipeline import cli
+from tests.postgres import PASSWORD
+from vocdet.pipeline.kubeflow import compiler
 from vocdet.pipeline.kubeflow import node as kubeflow_node
+from vocdet.pipeline.metadata import store as store_lib
 from vocdet.pipeline.local import summary as run_summary
 from vocdet.pipeline.kubeflow import rehearsal as package_runner
 from tests.serving_probe import LOAD_AND_PREDICT
@@ -39,25 +43,28 @@ def _compile(folder, overrides, *flags) -> str:
     return str(path)
 
 
-def _run(package: str, data: str, output: str) -> tuple[str, float]:
-    """(run id, seconds) of one `vocdet run --package`; the run id is read from ML Metadata."""
+def _run(package: str, data: str, output: str, metadata_url: str | None = None) -> tuple[str, float]:
+    """(run id, seconds) of one `vocdet run --package` (against `metadata_url`'s store); the run id is read from ML Metadata."""
     started = time.time()
-    assert cli.main(["run", "--package", package, "--data", data, "--output", output]) == 0
+    flags = ["--metadata", metadata_url] if metadata_url else []
+    assert cli.main(["run", "--package", package, "--data", data, "--output", output, *flags]) == 0
     seconds = time.time() - started
-    runs = _store(output).get_contexts_by_type("pipeline_run")
+    runs = _store(output, metadata_url).get_contexts_by_type("pipeline_run")
     return max(runs, key=lambda context: context.id).name, seconds
 
 
-def _store(output: str):
+def _store(output: str, metadata_url: str | None = None):
+    if metadata_url:
+        return store_lib.connect(store_lib.StoreUrl.parse(metadata_url), PASSWORD, wait_seconds=0)
     return metadata_store.MetadataStore(
         metadata.sqlite_metadata_connection_config(os.path.join(output, "metadata.sqlite"))
     )
 
 
-def _states(output: str, package: str, run_id: str) -> dict[str, str]:
-    """Node id -> its execution state in run `run_id`, from ML Metadata."""
-    store = _store(output)
-    nodes = [task.task_info.name for task in package_runner.Package.read(package).spec.root.dag.tasks.values()]
+def _states(store, package: str, run_id: str) -> dict[str, str]:
+    """TFX node id -> its execution state in run `run_id`, from ML Metadata."""
+    tasks = package_runner.Package.read(package).spec.root.dag.tasks.values()
+    nodes = [task.task_info.name for task in tasks if task.task_info.name != compiler.PREPARE_STORE_TASK]
     return {node: kubeflow_node.node_state(store, "vocdet", node, run_id) for node in nodes}
 
 
@@ -92,7 +99,7 @@ def demo_package_runs(small_voc_root, tmp_path_factory):
 @pytest.mark.e2e
 def test_a_compiled_package_runs_to_a_pushed_model_that_loads_in_a_fresh_process(demo_package_runs, small_voc_root):
     package, output, (run_id, _), _ = demo_package_runs
-    states = _states(output, package, run_id)
+    states = _states(_store(output), package, run_id)
     assert set(states.values()) == {"COMPLETE"}, states
     summary = run_summary.summarize_metadata(os.path.join(output, "metadata.sqlite"))
     assert summary.blessed and summary.num_eval_images == 16
@@ -113,7 +120,7 @@ def test_a_compiled_package_runs_to_a_pushed_model_that_loads_in_a_fresh_process
 @pytest.mark.e2e
 def test_a_rerun_with_nothing_changed_is_served_from_tfx_cache(demo_package_runs):
     package, output, (first_run, _), (second_run, _) = demo_package_runs
-    states = _states(output, package, second_run)
+    states = _states(_store(output), package, second_run)
     assert {node: state for node, state in states.items() if node not in RESOLVERS} == {
         node: "CACHED" for node in states if node not in RESOLVERS
     }, states
@@ -125,21 +132,33 @@ def test_a_rerun_with_nothing_changed_is_served_from_tfx_cache(demo_package_runs
 
 
 @pytest.mark.e2e
-def test_a_scheduled_run_on_a_new_span_trains_on_both_and_starts_from_the_blessed_model(small_voc_root, tmp_path):
+def test_a_scheduled_run_on_a_new_span_trains_on_both_and_starts_from_the_blessed_model(
+    small_voc_root, tmp_path, postgres, monkeypatch
+):
     """Run 1 ingests span 1; span 2 arrives; run 2 of the same package ingests span 2, trains on spans 1
-    and 2 (train_on_last_spans: 2), warm-starts from run 1's blessed model and compares with it."""
+    and 2 (train_on_last_spans: 2), warm-starts from run 1's blessed model and compares with it. Against
+    a real PostgreSQL server, the cluster's store, starting from an empty database."""
+    monkeypatch.setenv(store_lib.PASSWORD_ENV, PASSWORD)
+    url = postgres.create_database("two_spans")
     root = tmp_path / "drops"
     shutil.copytree(os.path.join(small_voc_root, "VOC2007"), root / "span-1" / "VOC2007")
     package = _compile(tmp_path, {**TINY, "data": {"train_on_last_spans": 2}}, "--spans", "--warm-start")
     output = str(tmp_path / "output")
-    first_run, first_seconds = _run(package, str(root), output)
-    store = _store(output)
+    first_run, first_seconds = _run(package, str(root), output, url)
+    store = _store(output, url)
+    assert not os.path.exists(os.path.join(output, "metadata.sqlite"))  # every task used the server
+    for run_id in (first_run,):
+        run = store.get_context_by_type_and_name("pipeline_run", run_id)
+        executed = [store.get_contexts_by_execution(e.id) for e in store.get_executions_by_context(run.id)]
+        nodes = [c.name for contexts in executed for c in contexts if c.type_id == store.get_context_type("node").id]
+        assert sorted(nodes) == sorted(set(nodes)), nodes  # one execution per node
+        assert len(set(nodes)) == len(_states(store, package, run_id))
     first_inputs = _inputs(store, first_run, "Trainer")
     assert "base_model" not in first_inputs  # nothing blessed yet: trained from the backbone weights
     (first_model,) = [a for a in store.get_artifacts_by_type("Model")]
 
     shutil.copytree(root / "span-1", root / "span-2")
-    second_run, second_seconds = _run(package, str(root), output)
+    second_run, second_seconds = _run(package, str(root), output, url)
     print(f"\nspan runs: {first_seconds:.0f}s, {second_seconds:.0f}s")
     from ml_metadata.proto import metadata_store_pb2
 

@@ -120,8 +120,14 @@ def test_the_trainer_task_submits_a_tfjob_that_the_crd_schema_accepts(two_worker
         assert pod["serviceAccountName"] == "vocdet-pipeline-runner"
         assert {volume["name"] for volume in pod["volumes"]} == {"data", "object-store"}
         assert container["env"] == [
-            {"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": "/var/secrets/object-store/key.json"}
-        ]
+            {"name": "GOOGLE_APPLICATION_CREDENTIALS", "value": "/var/secrets/object-store/key.json"},
+            # The chief runs TFX's Launcher against the metadata store: its password, as the tasks get it.
+            {"name": "VOCDET_METADATA_PASSWORD",
+             "valueFrom": {"secretKeyRef": {"name": "vocdet-metadata", "key": "password"}}},
+        ]  # fmt: skip
+        assert args[args.index("--metadata") + 1] == command[command.index("--metadata") + 1]
+        # The label the store's NetworkPolicy admits (k8s/metadata-store.yaml), as on every task.
+        assert spec["template"]["metadata"]["labels"]["vocdet-metadata-client"] == "true"
     assert manifest["spec"]["runPolicy"]["cleanPodPolicy"] == "Running"
 
 
@@ -335,7 +341,7 @@ def test_the_trainer_task_trains_on_two_localhost_replicas_and_publishes_the_chi
         **os.environ,
         "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
         "CUDA_VISIBLE_DEVICES": "",
-        kubeflow_node.METADATA_SQLITE_ENV: str(output / "metadata.sqlite"),
+        kubeflow_node.METADATA_URL_ENV: f"sqlite://{output / 'metadata.sqlite'}",
         kubeflow_node.LOCAL_MOUNTS_ENV: json.dumps(mounts),
     }
     (tmp_path / "pods").mkdir()

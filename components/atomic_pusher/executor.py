@@ -18,9 +18,14 @@ from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, json_utils, proto_utils
 
 from vocdet.components.atomic_pusher import DEFAULT_KEEP_VERSIONS, push
+from vocdet.components.coco_evaluator import BASELINE_MODEL_ID_PROPERTY
 from vocdet.components.compat import tfx as tfx_compat
 
 KEEP_VERSIONS_KEY = "keep_versions"
+# Push over a serving version the metadata store does not know (see `_unknown_serving_version`).
+REPLACE_UNKNOWN_KEY = "replace_unknown_serving"
+# PushedModel custom property: why a blessed model was not pushed.
+NOT_PUSHED_REASON_KEY = "not_pushed_reason"
 # PushedModel custom property: 1 when the model was already the newest serving version.
 ALREADY_SERVING_KEY = "already_serving"
 
@@ -51,8 +56,35 @@ class Executor(tfx_pusher_executor.Executor):
                 self, model_push, pushed_destination=os.path.join(base_directory, str(serving)), pushed_version=str(serving)
             )
             return
+        unknown = self._unknown_serving_version(input_dict, base_directory, custom_config)
+        if unknown is not None:
+            reason = (
+                f"{base_directory} already serves version {unknown}, which this pipeline's metadata store never "
+                "compared with (a new or restored store?); not replaced. Compare the candidate with it, then set "
+                f"push.{REPLACE_UNKNOWN_KEY}: true for one run"
+            )
+            _logger.warning("Not pushed: %s", reason)
+            model_push.set_string_custom_property(NOT_PUSHED_REASON_KEY, reason)
+            tfx_compat.mark_not_pushed(self, model_push)
+            return
         keep_versions = int(custom_config.get(KEEP_VERSIONS_KEY, DEFAULT_KEEP_VERSIONS))
         version, serving_path = push.push(model_path, base_directory, keep_versions)
         # Archive in the PushedModel artefact too, as TFX's Pusher does.
         io_utils.copy_dir(model_path, model_push.uri)
         tfx_compat.mark_pushed(self, model_push, pushed_destination=serving_path, pushed_version=str(version))
+
+    @staticmethod
+    def _unknown_serving_version(input_dict, base_directory: str, custom_config: dict) -> int | None:
+        """The newest serving version, when the candidate was blessed without a baseline and replacing it is not allowed.
+
+        A store that has blessed a model always gives the Evaluator a baseline; no baseline while the
+        serving folder already serves a version means that version came from elsewhere (a store
+        replaced or lost, a copy by hand), and pushing would replace it unjudged.
+        """
+        if custom_config.get(REPLACE_UNKNOWN_KEY):
+            return None
+        blessing = artifact_utils.get_single_instance(input_dict[standard_component_specs.MODEL_BLESSING_KEY])
+        if blessing.has_custom_property(BASELINE_MODEL_ID_PROPERTY):
+            return None
+        present = push.versions(base_directory)
+        return present[-1] if present else None

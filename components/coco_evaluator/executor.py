@@ -18,6 +18,7 @@ from tfx.dsl.components.base import base_executor
 from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
+from vocdet.components.coco_evaluator import BASELINE_MODEL_ID_PROPERTY
 from vocdet.components.coco_evaluator import blessing, evaluation, report
 from vocdet.components.settings import EvaluatorSettings
 
@@ -94,7 +95,7 @@ class Executor(base_executor.BaseExecutor):
         blessing_artifact.set_int_custom_property("current_model_id", model.id)
         if baseline:
             blessing_artifact.set_string_custom_property("baseline_model", baseline.uri)
-            blessing_artifact.set_int_custom_property("baseline_model_id", baseline.id)
+            blessing_artifact.set_int_custom_property(BASELINE_MODEL_ID_PROPERTY, baseline.id)
         _logger.info(
             "COCO AP %.4f, AP50 %.4f, VOC mAP50 %.4f on %d images; %s: %s",
             metrics["coco/AP"],

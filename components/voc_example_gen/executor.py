@@ -16,12 +16,15 @@ Each record is converted with `convert.convert_record` on whatever Beam runner
 TFRecords per split), so span/version handling and fingerprints are TFX's own.
 
 Every record's outcome goes to a report beside the examples, `<examples>/ingest_report/`:
-`summary.json` (counts per split and status), `records-<split>.jsonl` (file,
-status, reasons, image digest: one row per listed image), `split.json` (how
-the split was made) and `duplicates.json` (the same image twice in a split, or
-in several splits: leakage). The counts are also custom properties of the
+`summary.json` (counts per split and status), `repairs.json` (per split, the
+records of each kind of repair, `convert.REPAIR_KINDS`: turned upright,
+rescaled from `<size>`, ...), `records-<split>.jsonl` (file, status, reasons,
+repair kinds, image digest: one row per listed image), `split.json` (how the
+split was made) and `duplicates.json` (the same image twice in a split, or in
+several splits: leakage). The counts are also custom properties of the
 Examples artefact, so they are visible in ML Metadata. A split with no example
-fails the run, naming it; with `strict`, so do any rejection and any leakage.
+fails the run, naming it; with `strict`, so do any rejection (naming the first
+file) and any leakage.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ _logger = logging.getLogger(__name__)
 
 REPORT_DIR = "ingest_report"
 SUMMARY_FILE = "summary.json"
+REPAIRS_FILE = "repairs.json"
 SPLIT_FILE = "split.json"
 DUPLICATES_FILE = "duplicates.json"
 # Like tfds's objects-label.labels.txt: one class name a line, in id order.
@@ -83,17 +87,18 @@ def read_custom_config(exec_properties: dict[str, Any]) -> dict[str, Any]:
 class _ConvertRecords(beam.DoFn):
     """(voc_dir, image_id) -> tf.Example, with every outcome reported on a side output."""
 
-    def __init__(self, class_names: list[str], max_image_pixels: int):
+    def __init__(self, class_names: list[str], max_image_pixels: int, strict: bool = False):
         self._class_names = class_names
         self._max_image_pixels = max_image_pixels
+        self._strict = strict
         self._counters = {
             status: beam.metrics.Metrics.counter("vocdet", f"records_{status}")
-            for status in (convert.WRITTEN, convert.REPAIRED, convert.REJECTED)
+            for status in convert.OUTCOMES
         }
 
     def process(self, record: tuple[str, str]):
         voc_dir, image_id = record
-        outcome = convert.convert_record(voc_dir, image_id, self._class_names, self._max_image_pixels)
+        outcome = convert.convert_record(voc_dir, image_id, self._class_names, self._max_image_pixels, self._strict)
         self._counters[outcome.status].inc()
         if outcome.status == convert.REJECTED:
             _logger.warning("rejected %s: %s", outcome.source, "; ".join(outcome.reasons))
@@ -137,7 +142,9 @@ def _ConvertSplit(pipeline: beam.Pipeline, exec_properties: dict[str, Any], reco
     """Converts one split's records; writes their report rows to `records-<split>.jsonl`."""
     custom_config = read_custom_config(exec_properties)
     convert_records = _ConvertRecords(
-        custom_config[CLASS_NAMES_KEY], int(custom_config.get(MAX_IMAGE_PIXELS_KEY, DEFAULT_MAX_IMAGE_PIXELS))
+        custom_config[CLASS_NAMES_KEY],
+        int(custom_config.get(MAX_IMAGE_PIXELS_KEY, DEFAULT_MAX_IMAGE_PIXELS)),
+        bool(custom_config.get(STRICT_KEY, False)),
     )
     results = (
         pipeline
@@ -173,25 +180,64 @@ def _output_split_config(exec_properties: dict[str, Any]) -> example_gen_pb2.Spl
 def summarize_report(report_dir: str) -> dict[str, dict[str, int]]:
     """Counts per split and status from the per-record report files."""
     summary = {}
-    for path in sorted(tf.io.gfile.glob(os.path.join(report_dir, "records-*.jsonl"))):
-        split = os.path.basename(path)[len("records-") : -len(".jsonl")]
-        counts = {convert.WRITTEN: 0, convert.REPAIRED: 0, convert.REJECTED: 0}
-        with tf.io.gfile.GFile(path) as handle:
-            for line in handle:
-                counts[json.loads(line)["status"]] += 1
+    for split, rows in _report_rows(report_dir):
+        counts = {status: 0 for status in convert.OUTCOMES}
+        for row in rows:
+            counts[row["status"]] += 1
         summary[split] = counts
     return summary
+
+
+def count_repairs(report_dir: str) -> dict[str, dict[str, int]]:
+    """Per split, the records of each kind of repair (`convert.REPAIR_KINDS`, every kind, 0 included)."""
+    counts = {}
+    for split, rows in _report_rows(report_dir):
+        kinds = collections.Counter(kind for row in rows for kind in row.get("repairs", []))
+        counts[split] = {kind: kinds[kind] for kind in convert.REPAIR_KINDS}
+    return counts
+
+
+def repair_lines(examples_uri: str) -> list[str]:
+    """A line per split with repairs, for a person: `repairs train: 3 turned upright, 2 rescaled from <size>`.
+
+    None for examples with no VOC ingest report (tfds data).
+    """
+    path = os.path.join(examples_uri, REPORT_DIR, REPAIRS_FILE)
+    if not tf.io.gfile.exists(path):
+        return []
+    with tf.io.gfile.GFile(path) as handle:
+        counts = json.load(handle)
+    return [
+        f"repairs {split}: " + ", ".join(f"{count} {convert.REPAIR_KINDS[kind]}" for kind, count in by_kind.items() if count)
+        + f"; see {os.path.join(examples_uri, REPORT_DIR)}/records-{split}.jsonl"
+        for split, by_kind in sorted(counts.items())
+        if any(by_kind.values())
+    ]
+
+
+def _report_rows(report_dir: str):
+    """(split, its report rows) for each `records-<split>.jsonl`."""
+    for path in sorted(tf.io.gfile.glob(os.path.join(report_dir, "records-*.jsonl"))):
+        with tf.io.gfile.GFile(path) as handle:
+            yield os.path.basename(path)[len("records-") : -len(".jsonl")], [json.loads(line) for line in handle]
+
+
+def first_rejection(report_dir: str) -> str | None:
+    """`file: reason` of the first rejected record (splits in name order), or None."""
+    for _, rows in _report_rows(report_dir):
+        for row in rows:
+            if row["status"] == convert.REJECTED:
+                return f"{row['file']}: {'; '.join(row['reasons'])}"
+    return None
 
 
 def find_duplicates(report_dir: str) -> dict[str, Any]:
     """Images (by content digest) twice in one split, or in several splits, from the per-record reports."""
     files_by_digest = collections.defaultdict(lambda: collections.defaultdict(list))
-    for path in sorted(tf.io.gfile.glob(os.path.join(report_dir, "records-*.jsonl"))):
-        split = os.path.basename(path)[len("records-") : -len(".jsonl")]
-        with tf.io.gfile.GFile(path) as handle:
-            for row in map(json.loads, handle):
-                if row.get("image_sha256"):
-                    files_by_digest[row["image_sha256"]][split].append(row["file"])
+    for split, rows in _report_rows(report_dir):
+        for row in rows:
+            if row.get("image_sha256"):
+                files_by_digest[row["image_sha256"]][split].append(row["file"])
     repeated = [
         {"split": split, "files": sorted(files)}
         for by_split in files_by_digest.values()
@@ -252,12 +298,17 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
         summary = summarize_report(report_dir)
         split_method = describe_split(exec_properties)
         duplicates = find_duplicates(report_dir)
-        for name, content in ((SUMMARY_FILE, summary), (SPLIT_FILE, split_method), (DUPLICATES_FILE, duplicates)):
+        repairs = count_repairs(report_dir)
+        for name, content in (
+            (SUMMARY_FILE, summary), (REPAIRS_FILE, repairs), (SPLIT_FILE, split_method), (DUPLICATES_FILE, duplicates)
+        ):
             with tf.io.gfile.GFile(os.path.join(report_dir, name), "w") as handle:
                 json.dump(content, handle, indent=2, sort_keys=True)
         totals = {status: sum(counts[status] for counts in summary.values()) for status in convert.OUTCOMES}
         for status, count in totals.items():
             examples.set_int_custom_property(f"records_{status}", count)
+        for kind in convert.REPAIR_KINDS:
+            examples.set_int_custom_property(f"records_{kind}", sum(counts[kind] for counts in repairs.values()))
         examples.set_string_custom_property("split_method", split_method["description"])
         examples.set_int_custom_property("images_repeated_within_split", len(duplicates["repeated_within_split"]))
         examples.set_int_custom_property("images_in_several_splits", len(duplicates["in_several_splits"]))
@@ -266,6 +317,7 @@ class Executor(base_example_gen_executor.BaseExampleGenExecutor):
             f"({counts[convert.REPAIRED]} repaired), {counts[convert.REJECTED]} rejected"
             for split, counts in summary.items()
         ]
+        lines += [f"  {line}" for line in repair_lines(examples.uri)]
         _logger.info("VOC ExampleGen finished; report in %s\n%s", report_dir, "\n".join(lines))
         _check_outcome(summary, duplicates, report_dir, strict)
 
@@ -301,7 +353,10 @@ def _check_outcome(summary: dict, duplicates: dict, report_dir: str, strict: boo
             )
     rejected = sum(counts[convert.REJECTED] for counts in summary.values())
     if strict and rejected:
-        raise ValueError(f"strict mode: {rejected} records rejected; see {report_dir}/records-*.jsonl")
+        raise ValueError(
+            f"strict mode: {rejected} records rejected (first: {first_rejection(report_dir)}); "
+            f"see {report_dir}/records-*.jsonl"
+        )
     leaked = duplicates["in_several_splits"]
     if leaked:
         example = "; ".join(f"{split}: {files[0]}" for split, files in leaked[0].items())

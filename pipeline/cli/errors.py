@@ -13,14 +13,11 @@ import os
 import re
 
 from vocdet.pipeline import config as config_lib
+from vocdet.pipeline.metadata.store import StoreError  # a store that cannot be used: one line, exit code 1
 
 
 class UsageError(Exception):
     """A problem with what the user asked for: printed as one line, exit code 2."""
-
-
-class StoreError(Exception):
-    """A metadata store that cannot be read; reported as one line, exit code 1."""
 
 
 

@@ -12,6 +12,7 @@ from vocdet.pipeline.cli.errors import UsageError
 from vocdet.pipeline.data import sample
 from vocdet.pipeline.data.root import prepare_data_root
 from vocdet.pipeline.local import DAG_RUNNERS
+from vocdet.pipeline.metadata import store as metadata_store
 
 
 def add_commands(commands) -> None:
@@ -32,6 +33,12 @@ def add_commands(commands) -> None:
         "--package",
         help="run a compiled Kubeflow package (vocdet compile) here instead: its tasks' own commands, in order, "
         "with a local ML Metadata store and <output>/volumes/ as its PVC; --data gives its data_root",
+    )
+    run.add_argument(
+        "--metadata",
+        metavar="URL",
+        help="(--package) the ML Metadata store its tasks use, e.g. postgresql://USER@localhost:5432/mlmd, password "
+        "from $VOCDET_METADATA_PASSWORD (default: an SQLite file in --output)",
     )
     options.add_preset_flags(run, config_lib.LOCAL_PRESET)
     run.add_argument("--strict", action="store_true", help="fail on any rejected record instead of reporting it")
@@ -63,6 +70,9 @@ def _make_sample(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.package:
         return _run_package(args)
+    if args.metadata:
+        raise UsageError("--metadata names the store of a rehearsed package (--package); vocdet run keeps its own "
+                         "in --output")
     config = options.config_from_args(args)
     # Checked here, where it is read; a compiled pipeline's file is the cluster's (vocdet compile).
     if config.model.backbone_weights and not os.path.exists(config.model.backbone_weights):
@@ -98,6 +108,8 @@ def _run_package(args: argparse.Namespace) -> int:
                          "belong to vocdet compile")
     output = args.output or config_lib.DEFAULT_OUTPUT_DIR
     sample_dir = config_lib.PipelineConfig(output_dir=output).sample_dir
+    url = metadata_store.StoreUrl.parse(args.metadata or package_runner.store_url(output), "--metadata")
+    password = metadata_store.password_from_environment(url)
     started = time.time()
     try:
         with options.holding(output, "run --package"):
@@ -106,7 +118,8 @@ def _run_package(args: argparse.Namespace) -> int:
             print(f"vocdet: running {args.package} ({len(package.task_order())} tasks) with data_root {data_root} "
                   f"-> {output}", flush=True)
             run_id, _ = package_runner.run_package(
-                package, output, {DATA_ROOT_PARAMETER: data_root}, progress=lambda line: print(line, flush=True)
+                package, output, {DATA_ROOT_PARAMETER: data_root}, progress=lambda line: print(line, flush=True),
+                metadata_url=str(url),
             )
     except package_runner.PackageError as error:
         raise UsageError(str(error)) from None
@@ -114,7 +127,8 @@ def _run_package(args: argparse.Namespace) -> int:
 
     minutes, seconds = divmod(int(time.time() - started), 60)
     print(f"\nvocdet: run {run_id} finished in {minutes}m{seconds:02d}s")
-    for line in summary.summarize_metadata(config_lib.metadata_path(output)).lines():
+    store = metadata_store.connect(url, password, wait_seconds=0)
+    for line in summary.summarize_store(store, str(url), run_id).lines():
         print(f"  {line}")
     return 0
 
@@ -124,11 +138,12 @@ def _ingest(args: argparse.Namespace) -> int:
     with options.holding(config.output_dir, "ingest"):
         config, data_root = prepare_data_root(config)
 
+        from vocdet.components.voc_example_gen import executor as voc_executor
         from vocdet.pipeline.local import runner as local_runner, summary
 
         examples_uri, counts = local_runner.ingest(config, data_root)
     print(f"\nvocdet ingest: {config.data.format} data from {data_root}")
     print(f"  examples: {examples_uri}")
-    for line in summary.count_lines(counts) + summary.ingest_notes(examples_uri):
+    for line in summary.count_lines(counts) + voc_executor.repair_lines(examples_uri) + summary.ingest_notes(examples_uri):
         print(f"  {line}")
     return 0

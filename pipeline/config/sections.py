@@ -13,6 +13,7 @@ import re
 from vocdet.components import atomic_pusher, voc_example_gen, voc_format
 from vocdet.pipeline import beam_args
 from vocdet.pipeline.data import layout
+from vocdet.pipeline.metadata import store as metadata_store
 
 
 @dataclasses.dataclass
@@ -97,6 +98,9 @@ class PushConfig:
     model_name: str = "vocdet"
     # Versions kept in the serving directory (the newest is never deleted).
     keep_versions: int = atomic_pusher.DEFAULT_KEEP_VERSIONS
+    # Push a model blessed without a baseline over a version the serving folder already has. Off: such a
+    # version came from elsewhere (a new metadata store, a copy by hand), and is not replaced unjudged.
+    replace_unknown_serving: bool = False
     # Eval images the candidate is queried with in a fresh process before a push.
     serving_check_images: int = 4
 
@@ -113,7 +117,8 @@ class KubeflowConfig:
     `pvc_mount_path` in every task. TFX's pipeline root (its artefacts) is on the
     PVC unless `pipeline_root` names a gs:// bucket, which TensorFlow writes
     natively; `object_store_secret` then holds its credentials. ML Metadata is
-    the cluster's own store, KFP's `metadata-grpc-service`.
+    vocdet's own store, `metadata` (pipeline/metadata/store.py): KFP's
+    `metadata-grpc-service` is gone from KFP (kubeflow/pipelines#13986).
     """
 
     # The image every task runs in (docker/Dockerfile); --image sets it. Pin it by digest
@@ -133,9 +138,15 @@ class KubeflowConfig:
     # pipeline root, mounted in every task; empty: none, or the nodes' own credentials (GKE Workload Identity).
     object_store_secret: str = ""
     object_store_secret_key: str = "key.json"
-    # KFP's ML Metadata service, which every KFP install runs (TFX records its runs there).
-    metadata_grpc_host: str = "metadata-grpc-service.kubeflow"
-    metadata_grpc_port: int = 8080
+    # vocdet's ML Metadata store: postgresql://USER@HOST:PORT/DB (k8s/metadata-store.yaml), mysql://...,
+    # or grpc://HOST:PORT (an ML Metadata server, e.g. KFP's metadata-grpc-service where it still runs). Never a
+    # password: the tasks read it from $VOCDET_METADATA_PASSWORD, filled from `metadata_secret`.
+    metadata: str = "postgresql://vocdet@vocdet-metadata:5432/mlmd"
+    # The Kubernetes secret (and its key) with the store's password, put into every task's environment.
+    metadata_secret: str = "vocdet-metadata"
+    metadata_secret_key: str = "password"
+    # How long a task waits for the store to answer (its pod starting, a restart) before it fails.
+    metadata_wait_seconds: float = 300.0
     # Resources of every task, and of the Trainer.
     cpu_limit: float = 4.0
     memory_limit_gb: float = 16.0
@@ -175,8 +186,13 @@ class KubeflowConfig:
             raise ValueError("kubeflow: trainer_gpus must be >= 0, cpu and memory limits positive")
         if self.trainer_workers < 1:
             raise ValueError(f"kubeflow.trainer_workers must be >= 1, got {self.trainer_workers}")
-        if not 0 < self.metadata_grpc_port < 65536:
-            raise ValueError(f"kubeflow.metadata_grpc_port must be a TCP port, got {self.metadata_grpc_port}")
+        if metadata_store.StoreUrl.parse(self.metadata).scheme == "sqlite":
+            raise ValueError(
+                "kubeflow.metadata: an SQLite file cannot serve tasks running at once on several nodes; name a "
+                "postgresql://, mysql:// or grpc:// store"
+            )
+        if self.metadata_wait_seconds < 0:
+            raise ValueError(f"kubeflow.metadata_wait_seconds must be >= 0, got {self.metadata_wait_seconds}")
         for name in ("data_root", "serving_dir", "pipeline_root"):
             path = getattr(self, name)
             if path and not path.startswith(self.pvc_mount_path.rstrip("/") + "/") and "://" not in path:

@@ -211,7 +211,10 @@ def _link(target: str, link: str) -> None:
 
 
 def class_names_from_data(data_root: str, data_format: str) -> list[str]:
-    """The class list the data carries: tfds's labels file, or the names in the VOC annotations."""
+    """The class list the data carries: tfds's labels file, or the names in the VOC annotations.
+
+    Annotation names are lower-cased, as tfds's VOC builder does, so 'Dog' and 'dog' are one class.
+    """
     if data_format == TFDS:
         labels = sorted(glob.glob(os.path.join(data_root, "*", "*", "objects-label.labels.txt")))
         if not labels:
@@ -221,7 +224,10 @@ def class_names_from_data(data_root: str, data_format: str) -> list[str]:
     for path in glob.glob(os.path.join(data_root, "*", "VOC*", ANNOTATIONS_DIR, "*.xml")):
         with open(path, "rb") as handle:
             try:
-                names.update(obj.name for obj in voc_format.parse_annotation_xml(handle.read(), source=path).objects)
+                names.update(
+                    voc_format.folded_class_name(obj.name)
+                    for obj in voc_format.parse_annotation_xml(handle.read(), source=path).objects
+                )
             except voc_format.VocFormatError:
                 continue  # ExampleGen rejects and reports it
     if not names:
@@ -230,11 +236,20 @@ def class_names_from_data(data_root: str, data_format: str) -> list[str]:
 
 
 def read_labels_file(path: str) -> list[str]:
-    """One class name a line, in id order (tfds's *.labels.txt format)."""
+    """One class name a line, in id order (tfds's *.labels.txt format).
+
+    Two names that differ only in case are refused: annotations are matched to names case-insensitively.
+    """
     with open(path) as handle:
         names = [line.strip() for line in handle if line.strip()]
     if not names:
         raise DataLayoutError(f"{path}: labels file is empty")
+    same = voc_format.names_equal_but_for_case(names)
+    if same:
+        raise DataLayoutError(
+            f"{path}: {same[0]!r} and {same[1]!r} differ only in case, and annotations are matched to class names "
+            "case-insensitively; keep one"
+        )
     return names
 
 

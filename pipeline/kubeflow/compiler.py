@@ -8,8 +8,13 @@ arguments. So:
 - every executor in the package is a container: no resolver, importer or lifecycle hook, which KFP
   2.x's backend does not run ("resolver executors not implemented"); TFX's resolvers and its
   ExampleGen driver run inside the tasks;
-- task dependencies are the TFX DAG's edges; TFX does artefact passing, caching and lineage in the
-  cluster's ML Metadata (`metadata-grpc-service`), so KFP's own caching is off for every task;
+- task dependencies are the TFX DAG's edges; TFX does artefact passing, caching and lineage in
+  vocdet's own ML Metadata store (`kubeflow.metadata`, `pipeline.metadata.store`), so KFP's own
+  caching is off for every task. One more task, `PrepareMetadataStore`, runs first: it waits for
+  the store and creates or upgrades its schema once, before the tasks fan out (concurrent first
+  connections to an empty database fail);
+- the store's password is never in the package: kfp-kubernetes puts its secret into each task's
+  environment, and each task carries the pod label the store's NetworkPolicy admits;
 - the IR's runtime parameters (`data_root`) are the KFP pipeline's parameters, and KFP's run id is
   TFX's `pipeline-run-id`;
 - resources and Kubernetes settings are applied to the tasks while building: KFP's task methods for
@@ -34,11 +39,16 @@ from tfx.proto.orchestration import pipeline_pb2
 
 from vocdet.pipeline import beam_args
 from vocdet.pipeline.kubeflow import node as kubeflow_node
+from vocdet.pipeline.metadata import store as metadata_store
 from vocdet.pipeline.config import KubeflowConfig, PipelineConfig
 from vocdet.pipeline.pipeline import create_pipeline
 
 DATA_ROOT_PARAMETER = kubeflow_node.DATA_ROOT_PARAMETER
 TRAINER_NODE = "Trainer"
+# The task that prepares the metadata store before the TFX nodes' tasks (not a TFX node).
+PREPARE_STORE_TASK = "PrepareMetadataStore"
+# The pod label k8s/metadata-store.yaml's NetworkPolicy admits to the store: every task and TFJob replica.
+METADATA_CLIENT_LABEL = ("vocdet-metadata-client", "true")
 # Where the object-store key is mounted, and the variable Google's libraries read it from.
 CREDENTIALS_DIR = "/var/secrets/object-store"
 CREDENTIALS_ENV = "GOOGLE_APPLICATION_CREDENTIALS"
@@ -78,7 +88,8 @@ def compile_pipeline(config: PipelineConfig, output_path: str) -> CompiledPackag
     kfp_pipeline = _kfp_pipeline(pipeline_ir, kubeflow, f"{config.pipeline_name}: VOC object detection (KerasCV RetinaNet, TFX)")
     os.makedirs(os.path.dirname(os.path.abspath(output_path)), exist_ok=True)
     compiler.Compiler().compile(kfp_pipeline, output_path)
-    return CompiledPackage(output_path, os.path.getsize(output_path), len(pipeline_ir.nodes))
+    # A task per TFX node, and the task that prepares the metadata store.
+    return CompiledPackage(output_path, os.path.getsize(output_path), len(pipeline_ir.nodes) + 1)
 
 
 def _kfp_pipeline(pipeline_ir: pipeline_pb2.Pipeline, kubeflow: KubeflowConfig, description: str):
@@ -88,6 +99,10 @@ def _kfp_pipeline(pipeline_ir: pipeline_pb2.Pipeline, kubeflow: KubeflowConfig, 
 
     def build(*values):
         run_parameters = dict(zip(parameters, values))
+        prepare = _prepare_store_component(kubeflow)()
+        prepare.set_display_name(PREPARE_STORE_TASK)
+        prepare.set_caching_options(False)
+        _configure_task(prepare, kubeflow, trainer=False)
         tasks = {}
         for node in pipeline_ir.nodes:  # topological order
             node_id = node.pipeline_node.node_info.id
@@ -96,7 +111,8 @@ def _kfp_pipeline(pipeline_ir: pipeline_pb2.Pipeline, kubeflow: KubeflowConfig, 
             task = component(**{name: run_parameters[name] for name in node_parameters})
             task.set_display_name(node_id)
             task.set_caching_options(False)  # TFX's cache in ML Metadata decides
-            task.after(*(tasks[upstream] for upstream in node.pipeline_node.upstream_nodes))
+            # The DAG's roots wait for the store to be prepared; the others wait for their upstream nodes.
+            task.after(*([tasks[upstream] for upstream in node.pipeline_node.upstream_nodes] or [prepare]))
             _configure_task(task, kubeflow, trainer=node_id == TRAINER_NODE)
             tasks[node_id] = task
 
@@ -132,12 +148,7 @@ def _node_component(pipeline_ir: pipeline_pb2.Pipeline, node_id: str, parameters
     node_ir = kubeflow_node.node_ir_json(pipeline_ir, node_id)
 
     def node(*values):
-        args = [
-            "--node-ir", node_ir,
-            "--run-id", dsl.PIPELINE_JOB_ID_PLACEHOLDER,
-            "--metadata-grpc-host", kubeflow.metadata_grpc_host,
-            "--metadata-grpc-port", str(kubeflow.metadata_grpc_port),
-        ]  # fmt: skip
+        args = ["--node-ir", node_ir, "--run-id", dsl.PIPELINE_JOB_ID_PLACEHOLDER, *_store_args(kubeflow)]
         for name, value in zip(parameters, values):
             args += ["--parameter", name, value]
         if node_id == TRAINER_NODE:
@@ -149,6 +160,22 @@ def _node_component(pipeline_ir: pipeline_pb2.Pipeline, node_id: str, parameters
     )
     node.__name__ = node_id
     return dsl.container_component(node)
+
+
+def _store_args(kubeflow: KubeflowConfig) -> list[str]:
+    """The metadata store's URL (no password) and wait, as every task and TFJob replica gets them."""
+    return ["--metadata", kubeflow.metadata, "--metadata-wait-seconds", f"{kubeflow.metadata_wait_seconds:g}"]
+
+
+def _prepare_store_component(kubeflow: KubeflowConfig):
+    """The first task: waits for the metadata store, and creates or upgrades its schema once."""
+
+    def prepare():
+        args = ["--prepare-metadata-store", *_store_args(kubeflow)]
+        return dsl.ContainerSpec(image=kubeflow.image, command=kubeflow_node.NODE_COMMAND, args=args)
+
+    prepare.__name__ = PREPARE_STORE_TASK
+    return dsl.container_component(prepare)
 
 
 def _with_fixed_pipeline_root(pipeline_ir: pipeline_pb2.Pipeline) -> pipeline_pb2.Pipeline:
@@ -185,8 +212,20 @@ def _trainer_tfjob_args(kubeflow: KubeflowConfig) -> list[str]:
         object_store_secret_key=kubeflow.object_store_secret_key if kubeflow.object_store_secret else "",
         credentials_dir=CREDENTIALS_DIR if kubeflow.object_store_secret else "",
         credentials_env=CREDENTIALS_ENV if kubeflow.object_store_secret else "",
+        **_replica_store_access(kubeflow),
     )
     return ["--tfjob-workers", str(kubeflow.trainer_workers), "--tfjob-pod", pod.to_json()]
+
+
+def _replica_store_access(kubeflow: KubeflowConfig) -> dict:
+    """A TFJob replica's access to the metadata store: what `_configure_task` gives a task."""
+    password = metadata_store.StoreUrl.parse(kubeflow.metadata).needs_password
+    return {
+        "metadata_secret": kubeflow.metadata_secret if password else "",
+        "metadata_secret_key": kubeflow.metadata_secret_key if password else "",
+        "metadata_password_env": metadata_store.PASSWORD_ENV if password else "",
+        "labels": dict([METADATA_CLIENT_LABEL]),
+    }
 
 
 def _configure_task(task, kubeflow: KubeflowConfig, trainer: bool) -> None:
@@ -206,6 +245,13 @@ def _configure_task(task, kubeflow: KubeflowConfig, trainer: bool) -> None:
     else:
         task.set_cpu_limit(f"{kubeflow.cpu_limit:g}").set_memory_limit(f"{kubeflow.memory_limit_gb:g}G")
     kubernetes.mount_pvc(task, pvc_name=kubeflow.pvc_name, mount_path=kubeflow.pvc_mount_path)
+    kubernetes.add_pod_label(task, *METADATA_CLIENT_LABEL)
+    if metadata_store.StoreUrl.parse(kubeflow.metadata).needs_password:
+        kubernetes.use_secret_as_env(
+            task,
+            secret_name=kubeflow.metadata_secret,
+            secret_key_to_env={kubeflow.metadata_secret_key: metadata_store.PASSWORD_ENV},
+        )
     if kubeflow.object_store_secret:
         kubernetes.use_secret_as_volume(task, secret_name=kubeflow.object_store_secret, mount_path=CREDENTIALS_DIR)
         task.set_env_variable(CREDENTIALS_ENV, f"{CREDENTIALS_DIR}/{kubeflow.object_store_secret_key}")

@@ -4,12 +4,15 @@ This is the small equivalent of TFX's former `tfx/orchestration/kubeflow/contain
 (its v1 Kubeflow runner), which TFX 1.16 still ships but which no longer imports. Each task of the
 compiled package runs
 
-    python -m vocdet.pipeline.kubeflow.node --node-ir JSON --metadata-grpc-host H --metadata-grpc-port P
+    python -m vocdet.pipeline.kubeflow.node --node-ir JSON --metadata URL --metadata-wait-seconds S
         --run-id {{$.pipeline_job_uuid}} [--parameter NAME VALUE]...
 
 and does for its one node what `LocalDagRunner.run_with_ir` does for every node: the driver (span
 resolution for ExampleGen), the resolvers, TFX's cache lookup, the executor and the publish, all in
-ML Metadata. KFP only schedules the pods; TFX keeps artefact passing, caching and lineage.
+ML Metadata. KFP only schedules the pods; TFX keeps artefact passing, caching and lineage. The
+store is vocdet's own (`pipeline.metadata.store`: the URL has no password, which comes from
+`$VOCDET_METADATA_PASSWORD`); each task first waits for it, for a bounded time. The package's first
+task runs `--prepare-metadata-store` instead: it creates or upgrades the store's schema once.
 
 `--node-ir` is a pipeline IR (`tfx.proto.orchestration.Pipeline`, JSON) cut down to one node and
 its own executor and driver specs, so the compiled package grows with the IR once, not with
@@ -39,9 +42,9 @@ publish N models; running run_fn directly on the workers would bypass TFX's exec
 loading, FnArgs). The handoff keeps TFX's two halves, launcher and executor, on their own contract.
 
 Two environment variables let `vocdet run --package` rehearse a package on one machine:
-`VOCDET_METADATA_SQLITE` (an SQLite ML Metadata store in place of the gRPC service) and
-`VOCDET_LOCAL_MOUNTS` (JSON `{mount path: local folder}`: the PVC mount as a local folder).
-Both stay unset on the cluster.
+`VOCDET_METADATA_URL` (the store to use in place of the package's, e.g. an SQLite file or a local
+PostgreSQL) and `VOCDET_LOCAL_MOUNTS` (JSON `{mount path: local folder}`: the PVC mount as a local
+folder). Both stay unset on the cluster.
 """
 
 from __future__ import annotations
@@ -55,10 +58,11 @@ import time
 
 import vocdet.components  # noqa: F401  pins tf.keras to Keras 3 before TFX loads TF Transform
 from vocdet.components.compat import tfx as tfx_compat
+from vocdet.pipeline.metadata import store as metadata_store
 
 # The KFP run parameter that fills the IR's `data_root` runtime parameter (ExampleGen's input base).
 DATA_ROOT_PARAMETER = "data_root"
-METADATA_SQLITE_ENV = "VOCDET_METADATA_SQLITE"
+METADATA_URL_ENV = "VOCDET_METADATA_URL"
 LOCAL_MOUNTS_ENV = "VOCDET_LOCAL_MOUNTS"
 # Printed last by every task, read by `vocdet run --package` for its progress lines.
 STATE_LINE_PREFIX = "vocdet node state: "
@@ -140,14 +144,27 @@ def _map_local_mounts(text: str) -> str:
     return text
 
 
-def _metadata_connection(args: argparse.Namespace):
-    from ml_metadata.proto import metadata_store_pb2
-    from tfx.orchestration import metadata
+def _store_url(args: argparse.Namespace) -> metadata_store.StoreUrl:
+    """The task's store: `--metadata`, or the rehearsal's stand-in (`VOCDET_METADATA_URL`)."""
+    return metadata_store.StoreUrl.parse(os.environ.get(METADATA_URL_ENV) or args.metadata, "--metadata")
 
-    sqlite_path = os.environ.get(METADATA_SQLITE_ENV)
-    if sqlite_path:
-        return metadata.sqlite_metadata_connection_config(sqlite_path)
-    return metadata_store_pb2.MetadataStoreClientConfig(host=args.metadata_grpc_host, port=args.metadata_grpc_port)
+
+def _metadata_connection(args: argparse.Namespace):
+    """ML Metadata's connection config for the task's store, once the store answers (a bounded wait)."""
+    url = _store_url(args)
+    password = metadata_store.password_from_environment(url)
+    metadata_store.connect(url, password, wait_seconds=args.metadata_wait_seconds, log=logging.warning)
+    return url.connection_config(password)
+
+
+def prepare_store(args: argparse.Namespace) -> str:
+    """The package's first task: waits for the store, creates or upgrades its schema; returns COMPLETE."""
+    url = _store_url(args)
+    metadata_store.prepare(
+        url, metadata_store.password_from_environment(url), wait_seconds=args.metadata_wait_seconds, log=logging.warning
+    )
+    logging.info("Metadata store %s is ready", url)
+    return "COMPLETE"
 
 
 def _parse_parameter(parameter, value: str):
@@ -401,10 +418,17 @@ def node_state(store, pipeline_name: str, node_id: str, run_id: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vocdet.pipeline.kubeflow.node", description=__doc__.splitlines()[0])
-    parser.add_argument("--node-ir", required=True, help="the node's pipeline IR, JSON")
-    parser.add_argument("--run-id", required=True, help="the KFP run's id (TFX's pipeline-run-id)")
-    parser.add_argument("--metadata-grpc-host", required=True)
-    parser.add_argument("--metadata-grpc-port", type=int, required=True)
+    task = parser.add_mutually_exclusive_group(required=True)
+    task.add_argument("--node-ir", help="the node's pipeline IR, JSON")
+    task.add_argument(
+        "--prepare-metadata-store", action="store_true", help="create or upgrade the store's schema (the first task)"
+    )
+    parser.add_argument("--run-id", help="the KFP run's id (TFX's pipeline-run-id); needed with --node-ir")
+    parser.add_argument("--metadata", required=True, help="the ML Metadata store's URL (no password)")
+    parser.add_argument(
+        "--metadata-wait-seconds", type=float, default=metadata_store.DEFAULT_WAIT_SECONDS,
+        help="how long to wait for a store that does not answer yet",
+    )
     parser.add_argument(
         "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), help="a runtime parameter of the run"
     )
@@ -423,15 +447,31 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.tfjob_workers > 1 and not args.tfjob_pod:
         raise SystemExit("--tfjob-workers needs --tfjob-pod")
+    if args.node_ir and not args.run_id:
+        raise SystemExit("--node-ir needs --run-id")
+    try:
+        state = _run(args, argv)
+    except metadata_store.StoreError as error:  # one line: the store, and what to check
+        logging.error("%s", error)
+        state = "FAILED"
+    return _finish(state)
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> str:
+    if args.prepare_metadata_store:
+        return prepare_store(args)
     from tfx.utils import telemetry_utils
 
     with telemetry_utils.scoped_labels({telemetry_utils.LABEL_TFX_RUNNER: "kfp"}):
         if args.tfjob_workers > 1:
-            state = _submitted_state(args, argv)
-        elif args.tfjob_replica_of:
-            state = run_replica(args)
-        else:
-            state = run_node(args)
+            return _submitted_state(args, argv)
+        if args.tfjob_replica_of:
+            return run_replica(args)
+        return run_node(args)
+
+
+def _finish(state: str) -> int:
+    """Prints the state line `vocdet run --package` reads; the task's exit code."""
     print(f"{STATE_LINE_PREFIX}{state}", flush=True)
     return 0 if state in ("COMPLETE", "CACHED", "NONE", "SKIPPED") else 1
 

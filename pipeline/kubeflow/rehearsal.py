@@ -4,9 +4,11 @@ A rehearsal before `vocdet submit`, and the proof that the file runs. It reads t
 read (the pipeline spec and kfp-kubernetes' platform config), resolves the run's parameters and
 KFP's placeholders as KFP's driver does, and runs each task's own command and arguments, in
 dependency order, as its own process in this Python environment. Two things stand in for the
-cluster, through `pipeline.kubeflow_node`'s environment variables:
+cluster, through `pipeline.kubeflow.node`'s environment variables:
 
-- ML Metadata: an SQLite store (`<output>/metadata.sqlite`) in place of KFP's gRPC service;
+- the metadata store: the one `--metadata URL` names (a local PostgreSQL, say), or an SQLite file
+  (`<output>/metadata.sqlite`), in place of the package's `kubeflow.metadata`, whose host is the
+  cluster's; the password, as on the cluster, from `$VOCDET_METADATA_PASSWORD`;
 - the PVC: each `pvcMount` of a task is a local folder, `<output>/volumes/<claim name>`.
 
 Each task's log goes to `<output>/logs/<run id>/<task>.log`; progress is one line a task.
@@ -132,8 +134,12 @@ def run_package(
     output_dir: str,
     parameters: dict[str, str] | None = None,
     progress=print,
+    metadata_url: str | None = None,
 ) -> tuple[str, list[TaskResult]]:
-    """Runs every task of `package` once, in dependency order; returns (run id, results)."""
+    """Runs every task of `package` once, in dependency order; returns (run id, results).
+
+    `metadata_url` is the store the tasks use (default: `store_url(output_dir)`, an SQLite file).
+    """
     run_id = str(uuid.uuid4())
     run_parameters = {**package.parameter_defaults(), **(parameters or {})}
     undefined = set(parameters or {}) - set(package.spec.root.input_definitions.parameters)
@@ -148,7 +154,7 @@ def run_package(
         **os.environ,
         # The task's `python` is this environment's.
         "PATH": os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]),
-        kubeflow_node.METADATA_SQLITE_ENV: os.path.abspath(config_lib.metadata_path(output_dir)),
+        kubeflow_node.METADATA_URL_ENV: metadata_url or store_url(output_dir),
         kubeflow_node.LOCAL_MOUNTS_ENV: json.dumps(mounts),
     }
     executors = package.executors().executors
@@ -174,6 +180,11 @@ def run_package(
             raise PackageError(f"task {display} failed (exit {returncode}): {_last_error(log_path)} (log: {log_path})")
         progress(f"[{index}/{len(order)}] {display} {state.lower()} in {seconds:.0f}s")
     return run_id, results
+
+
+def store_url(output_dir: str) -> str:
+    """The rehearsal's default store: `<output>/metadata.sqlite`, as `vocdet run` keeps it."""
+    return f"sqlite://{os.path.abspath(config_lib.metadata_path(output_dir))}"
 
 
 def _parameter_text(value) -> str:
@@ -212,10 +223,13 @@ def _last_state(log_path: str) -> str:
 
 
 def _last_error(log_path: str) -> str:
-    """The last line of the task's log that names an error (a Python exception, usually)."""
+    """The last line of the task's log that names an error: a Python exception, or a line logged as an ERROR."""
     with open(log_path, errors="replace") as handle:
         lines = [line.strip() for line in handle if line.strip()]
-    errors = [line for line in lines if re.match(r"^[\w.]+(Error|Exception)\b", line)]
+    errors = [
+        line.split(" ERROR ", 1)[-1] for line in lines
+        if re.match(r"^[\w.]+(Error|Exception)\b", line) or re.match(r"^\S+ \S+ ERROR ", line)
+    ]
     return (errors or lines or ["no output"])[-1][:400]
 
 

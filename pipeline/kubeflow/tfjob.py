@@ -7,8 +7,10 @@ the chief's log, and ends as the job ends: 0 when it succeeded, 1 with the job's
 when it failed. SIGTERM (KFP cancelling the run) deletes the job before the task exits.
 
 Every replica runs the same image and the same entrypoint (`python -m vocdet.pipeline.kubeflow.node`)
-with the task's own arguments (node IR, run id, ML Metadata address, run parameters; KFP has filled
-its placeholders already) plus `--tfjob-replica-of JOB`. The operator gives each replica its
+with the task's own arguments (node IR, run id, metadata store URL, run parameters; KFP has filled
+its placeholders already) plus `--tfjob-replica-of JOB`, and the task's access to the metadata
+store: its password secret as the same environment variable, and the label the store's
+NetworkPolicy admits. The operator gives each replica its
 `TF_CONFIG`; what each replica then does, and why only the chief publishes, is in
 `kubeflow_node`'s docstring.
 
@@ -74,6 +76,12 @@ class ReplicaPod:
     object_store_secret_key: str = ""
     credentials_dir: str = ""
     credentials_env: str = ""
+    # The metadata store's password: (secret, key) -> environment variable, as kfp-kubernetes gives the
+    # tasks; and the pod labels the store's NetworkPolicy admits (the chief runs TFX's Launcher against it).
+    metadata_secret: str = ""
+    metadata_secret_key: str = ""
+    metadata_password_env: str = ""
+    labels: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
@@ -106,6 +114,9 @@ def build_tfjob(
         mounts.append(k8s.V1VolumeMount(name="object-store", mount_path=pod.credentials_dir, read_only=True))
         volumes.append(k8s.V1Volume(name="object-store", secret=k8s.V1SecretVolumeSource(secret_name=pod.object_store_secret)))
         env.append(k8s.V1EnvVar(name=pod.credentials_env, value=f"{pod.credentials_dir}/{pod.object_store_secret_key}"))
+    if pod.metadata_secret:
+        secret = k8s.V1SecretKeySelector(name=pod.metadata_secret, key=pod.metadata_secret_key)
+        env.append(k8s.V1EnvVar(name=pod.metadata_password_env, value_from=k8s.V1EnvVarSource(secret_key_ref=secret)))
     container = k8s.V1Container(
         name=CONTAINER,
         image=pod.image,
@@ -116,7 +127,7 @@ def build_tfjob(
         volume_mounts=mounts,
     )
     template = k8s.V1PodTemplateSpec(
-        metadata=k8s.V1ObjectMeta(labels={RUN_ID_LABEL: _label_value(run_id)}),
+        metadata=k8s.V1ObjectMeta(labels={**pod.labels, RUN_ID_LABEL: _label_value(run_id)}),
         spec=k8s.V1PodSpec(
             containers=[container],
             volumes=volumes,

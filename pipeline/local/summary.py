@@ -15,6 +15,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from vocdet.components.atomic_pusher import executor as pusher_executor
 from vocdet.pipeline.config import PipelineConfig
 
 
@@ -28,6 +29,8 @@ class RunSummary:
     pushed_model_dir: str | None
     ingest_summary: dict
     already_serving: bool = False
+    # Why a blessed model was not pushed (the Pusher's reason), if it was not.
+    not_pushed_reason: str | None = None
     data_profile: str | None = None
     # The blessed model the newest Trainer run started from (train.warm_start), if any.
     warm_started_from: str | None = None
@@ -45,7 +48,7 @@ class RunSummary:
             (f"pushed model: already serving as version {os.path.basename(self.pushed_model_dir)} ({self.pushed_model_dir})"
              if self.already_serving else f"pushed model: {self.pushed_model_dir}")
             if self.pushed_model_dir
-            else "pushed model: none (not blessed)",
+            else f"pushed model: none ({self.not_pushed_reason or 'not blessed'})",
         ]
         lines.extend(f"data {line}" for line in count_lines(self.ingest_summary))
         lines.extend(f"data {line}" for line in self.data_notes)
@@ -115,22 +118,32 @@ def summarize(config: PipelineConfig) -> RunSummary:
 
 
 def summarize_metadata(metadata_path: str) -> RunSummary:
-    """What the newest run recorded in the ML Metadata store at `metadata_path`, read from that run's context.
+    """What the newest run recorded in the ML Metadata SQLite store at `metadata_path`."""
+    store = metadata_store.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
+    return summarize_store(store, metadata_path)
+
+
+def summarize_store(store: metadata_store.MetadataStore, where: str, run_id: str | None = None) -> RunSummary:
+    """What run `run_id` (default: the newest) recorded in `store`, read from that run's context.
 
     Every artefact comes from the events of this run's own executions (cached ones included), never
-    from the newest artefact of a type, which may belong to another run.
+    from the newest artefact of a type, which may belong to another run. `where` names the store in errors.
     """
-    store = metadata_store.MetadataStore(tfx.orchestration.metadata.sqlite_metadata_connection_config(metadata_path))
-    runs = store.get_contexts_by_type("pipeline_run")
-    if not runs:
-        raise RuntimeError(f"no pipeline run in {metadata_path}: did the pipeline run?")
-    run = max(runs, key=lambda context: context.id)
+    if run_id is not None:
+        run = store.get_context_by_type_and_name("pipeline_run", run_id)
+        if run is None:
+            raise RuntimeError(f"no pipeline run {run_id} in {where}: did the pipeline run?")
+    else:
+        runs = store.get_contexts_by_type("pipeline_run")
+        if not runs:
+            raise RuntimeError(f"no pipeline run in {where}: did the pipeline run?")
+        run = max(runs, key=lambda context: context.id)
     nodes = run_nodes(store, run)
 
     def artifact(node_id: str, key: str, event_type=metadata_store_pb2.Event.OUTPUT):
         found = _event_artifacts(store, nodes.get(node_id), key, event_type)
         if not found:
-            raise RuntimeError(f"run {run.name} in {metadata_path} has no {node_id} {key}: did the pipeline finish?")
+            raise RuntimeError(f"run {run.name} in {where} has no {node_id} {key}: did the pipeline finish?")
         return found[0]
 
     evaluation = artifact("CocoEvaluator", "evaluation")
@@ -149,8 +162,10 @@ def summarize_metadata(metadata_path: str) -> RunSummary:
         blessed=blessing["blessed"],
         blessing_reasons=blessing["reasons"],
         pushed_model_dir=pushed.custom_properties["pushed_destination"].string_value if was_pushed else None,
-        already_serving=was_pushed and pushed.custom_properties["already_serving"].int_value == 1
-        if "already_serving" in pushed.custom_properties else False,
+        already_serving=was_pushed and pushed.custom_properties[pusher_executor.ALREADY_SERVING_KEY].int_value == 1
+        if pusher_executor.ALREADY_SERVING_KEY in pushed.custom_properties else False,
+        not_pushed_reason=pushed.custom_properties[pusher_executor.NOT_PUSHED_REASON_KEY].string_value
+        if pusher_executor.NOT_PUSHED_REASON_KEY in pushed.custom_properties else None,
         ingest_summary=ingest_counts(examples.uri),
         data_notes=ingest_notes(examples.uri),
         data_profile=_existing(os.path.join(artifact("Trainer", "model_run").uri, "data_profile.png")),

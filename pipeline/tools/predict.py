@@ -2,8 +2,9 @@
 
 Takes a SavedModel folder or a serving base folder (`<serving_dir>/<model>`,
 whose newest integer version is used). Any image PIL reads (JPEG, PNG incl.
-grayscale and RGBA, ...) of any size is converted to RGB PNG bytes for the
-serving signature, which returns boxes in the image's own pixels. Per image:
+grayscale and RGBA, ...) of any size is turned upright by its EXIF orientation
+(as ingest does, and as viewers show it) and converted to RGB PNG bytes for the
+serving signature, which returns boxes in the upright image's pixels. Per image:
 `<stem>.png` with boxes, class names and scores drawn, and `<stem>.json` with
 the detections at or above `min_score`.
 """
@@ -20,7 +21,7 @@ from PIL import Image, UnidentifiedImageError
 
 from vocdet.components import visualization
 from vocdet.components.atomic_pusher import push
-from vocdet.components.voc_example_gen import convert
+from vocdet.components.voc_example_gen import convert, orientation
 
 
 class PredictError(ValueError):
@@ -83,7 +84,10 @@ def expand_inputs(inputs: list[str]) -> list[str]:
 
 
 def read_image(path: str, max_image_pixels: int) -> Image.Image:
-    """8-bit RGB (16-bit greyscale scaled, as ingest does); an image above the limit is refused from its header."""
+    """8-bit RGB, upright (16-bit greyscale scaled, EXIF orientation applied, as ingest does).
+
+    An image above the limit is refused from its header.
+    """
     try:
         with warnings.catch_warnings():  # PIL's bomb warning: our own limit says it better
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -92,7 +96,7 @@ def read_image(path: str, max_image_pixels: int) -> Image.Image:
                 if too_large:
                     raise PredictError(f"{path}: {too_large.replace('data.max_image_pixels', '--max-image-pixels')}; skipped")
                 image.load()
-                return convert.to_rgb(image)
+                return convert.to_rgb(orientation.upright(image))
     except FileNotFoundError:
         raise PredictError(f"{path}: no such file") from None
     except Image.DecompressionBombError as error:

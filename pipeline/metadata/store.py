@@ -1,0 +1,253 @@
+"""The metadata store's URL, its connection config, and a connection that waits for the store.
+
+URLs (`kubeflow.metadata`, `vocdet run --package --metadata`):
+
+- `postgresql://USER@HOST[:PORT]/DATABASE[?sslmode=MODE]`: ML Metadata 1.16's own PostgreSQL
+  client (`ConnectionConfig.postgresql`), the store `k8s/metadata-store.yaml` deploys;
+- `mysql://USER@HOST[:PORT]/DATABASE`: its MySQL client (`ConnectionConfig.mysql`);
+- `grpc://HOST[:PORT]`: an ML Metadata gRPC server, such as KFP's `metadata-grpc-service` on a KFP
+  release that still has it;
+- `sqlite:///PATH`: a file, as `vocdet run` uses.
+
+The password is never in the URL (it would end up in the compiled package, which KFP stores and
+shows): the tasks read it from `$VOCDET_METADATA_PASSWORD`, which kfp-kubernetes fills from a
+Kubernetes secret.
+
+`connect` waits for a store that is not up yet (a pod starting, a database restarting) with
+backoff, for a bounded time, and then fails in one line naming the host and what to check. A store
+that refuses the credentials fails at once. ML Metadata creates its schema on the first connection,
+and concurrent first connections to an empty PostgreSQL database fail with "duplicate key value
+violates unique constraint" (kubeflow/metadata#228 for MySQL's form): those are retried too, and
+`prepare` creates (or upgrades) the schema once before the tasks fan out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import random
+import tempfile
+import time
+import urllib.parse
+
+# The environment variable the store's password is read from, in every task and command.
+PASSWORD_ENV = "VOCDET_METADATA_PASSWORD"
+DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "grpc": 8080}
+SCHEMES = ("postgresql", "mysql", "grpc", "sqlite")
+# How long a task waits for a store that is not up, by default (a database pod's start, a restart).
+DEFAULT_WAIT_SECONDS = 300.0
+# Backoff between attempts: doubling from the first, capped, with jitter (tasks start together).
+_FIRST_DELAY_SECONDS = 1.0
+_MAX_DELAY_SECONDS = 15.0
+
+# What the database answered, as ML Metadata's C++ client logs it (its Python error says only
+# "connection pointer is NULL"): a store that is not there yet, or not ready.
+_UNREACHABLE = (
+    "could not connect to server",
+    "connection refused",
+    "could not translate host name",
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "timeout expired",
+    "server closed the connection",
+    "can't connect to mysql server",
+    "unknown mysql server host",
+    "lost connection to mysql server",
+    "failed to connect to all addresses",
+    "deadline exceeded",
+)
+# Concurrent first connections creating the schema (safe to retry: the first one wins).
+_SCHEMA_RACE = ("duplicate key value violates unique constraint", "mlmdenv table exists but no schema_version",
+                "already exists", "deadlock")
+# The credentials were refused: waiting does not help.
+_REFUSED = ("password authentication failed", "no password supplied", "access denied for user",
+            "role \"", "authentication failed")
+
+
+class StoreError(Exception):
+    """The metadata store cannot be used: one line naming the store and what to check."""
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreUrl:
+    """A parsed metadata URL (see the module docstring); it never holds a password."""
+
+    scheme: str
+    host: str = ""
+    port: int = 0
+    user: str = ""
+    database: str = ""
+    path: str = ""
+    sslmode: str = ""
+
+    @classmethod
+    def parse(cls, url: str, setting: str = "kubeflow.metadata") -> "StoreUrl":
+        parts = urllib.parse.urlsplit(url)
+        scheme = parts.scheme
+        if scheme not in SCHEMES:
+            raise ValueError(f"{setting}: {url!r} is not a metadata URL ({', '.join(s + '://' for s in SCHEMES)})")
+        if scheme == "sqlite":
+            path = parts.path if not parts.netloc else parts.netloc + parts.path
+            if not path:
+                raise ValueError(f"{setting}: {url!r} names no file (sqlite:///path/to/metadata.sqlite)")
+            return cls("sqlite", path=path)
+        if parts.password is not None:
+            raise ValueError(
+                f"{setting}: the URL holds a password; leave it out (it would be compiled into the package) and put "
+                f"it in the store's secret (kubeflow.metadata_secret), which the tasks read as ${PASSWORD_ENV}"
+            )
+        if not parts.hostname:
+            raise ValueError(f"{setting}: {url!r} names no host")
+        try:
+            port = parts.port or DEFAULT_PORTS[scheme]
+        except ValueError:
+            raise ValueError(f"{setting}: {url!r} has a port that is not a number") from None
+        database = parts.path.lstrip("/")
+        if scheme == "grpc":
+            if database or parts.username:
+                raise ValueError(f"{setting}: a grpc:// store is HOST:PORT only, got {url!r}")
+            return cls("grpc", host=parts.hostname, port=port)
+        if not parts.username or not database:
+            raise ValueError(f"{setting}: {url!r} needs a user and a database ({scheme}://USER@HOST:PORT/DATABASE)")
+        query = urllib.parse.parse_qs(parts.query)
+        unknown = set(query) - ({"sslmode"} if scheme == "postgresql" else set())
+        if unknown:
+            raise ValueError(f"{setting}: {url!r} has an unknown option {sorted(unknown)[0]!r}")
+        sslmode = query.get("sslmode", [""])[-1]
+        return cls(scheme, host=parts.hostname, port=port, user=parts.username, database=database, sslmode=sslmode)
+
+    @property
+    def needs_password(self) -> bool:
+        return self.scheme in ("postgresql", "mysql")
+
+    def __str__(self) -> str:
+        if self.scheme == "sqlite":
+            return f"sqlite://{self.path}" if self.path.startswith("/") else f"sqlite:{self.path}"
+        if self.scheme == "grpc":
+            return f"grpc://{self.host}:{self.port}"
+        query = f"?sslmode={self.sslmode}" if self.sslmode else ""
+        return f"{self.scheme}://{self.user}@{self.host}:{self.port}/{self.database}{query}"
+
+    def connection_config(self, password: str | None = None):
+        """ML Metadata's connection config (`ConnectionConfig`, or `MetadataStoreClientConfig` for gRPC)."""
+        from ml_metadata.proto import metadata_store_pb2
+
+        if self.scheme == "grpc":
+            return metadata_store_pb2.MetadataStoreClientConfig(host=self.host, port=self.port)
+        config = metadata_store_pb2.ConnectionConfig()
+        if self.scheme == "sqlite":
+            config.sqlite.filename_uri = self.path
+            config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
+        elif self.scheme == "postgresql":
+            config.postgresql.host = self.host
+            config.postgresql.port = str(self.port)
+            config.postgresql.user = self.user
+            config.postgresql.dbname = self.database
+            config.postgresql.password = password or ""
+            if self.sslmode:
+                config.postgresql.ssloption.sslmode = self.sslmode
+        else:
+            config.mysql.host = self.host
+            config.mysql.port = self.port
+            config.mysql.user = self.user
+            config.mysql.database = self.database
+            config.mysql.password = password or ""
+        return config
+
+
+def password_from_environment(url: StoreUrl, environ=os.environ) -> str | None:
+    """The store's password from `$VOCDET_METADATA_PASSWORD`; `StoreError` when a database store has none."""
+    password = environ.get(PASSWORD_ENV) or None
+    if url.needs_password and password is None:
+        raise StoreError(
+            f"{url}: no password in ${PASSWORD_ENV}; on the cluster it comes from the store's secret "
+            "(kubeflow.metadata_secret, k8s/metadata-store.yaml); here, export it"
+        )
+    return password
+
+
+def connect(url: StoreUrl, password: str | None = None, *, wait_seconds: float = DEFAULT_WAIT_SECONDS,
+            upgrade: bool = False, log=None):
+    """An ML Metadata `MetadataStore` on `url`, waiting up to `wait_seconds` for a store that is not up.
+
+    With `upgrade`, ML Metadata migrates an older schema to its own version (`prepare` does that,
+    once); otherwise an older schema is an error. `log(line)` is told of each wait.
+    """
+    from ml_metadata.metadata_store import metadata_store
+
+    config = url.connection_config(password)
+    deadline = time.monotonic() + wait_seconds
+    delay = _FIRST_DELAY_SECONDS
+    attempt = 0
+    while True:
+        attempt += 1
+        with _captured_stderr() as captured:
+            try:
+                store = metadata_store.MetadataStore(config, enable_upgrade_migration=upgrade)
+                store.get_context_types()  # a gRPC client connects lazily: ask something
+                return store
+            except Exception as error:  # ML Metadata raises RuntimeError and its own errors module's
+                failure = error
+        reason = _reason(failure, captured())
+        kind = _kind(reason)
+        if kind == "refused":
+            raise StoreError(f"{url}: the store refused the credentials ({reason}); check the password in "
+                             f"${PASSWORD_ENV} (the store's secret) and the user") from None
+        if kind == "other":
+            raise StoreError(f"{url}: {reason}") from None
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise StoreError(
+                f"{url}: the metadata store did not answer in {wait_seconds:.0f}s ({attempt} attempts; {reason}); "
+                "check that its pod or server is running and that a NetworkPolicy lets this pod reach it"
+            ) from None
+        pause = min(delay * (0.5 + random.random()), remaining)
+        if log is not None:
+            log(f"metadata store {url} not ready ({reason}); retrying in {pause:.1f}s")
+        time.sleep(pause)
+        delay = min(delay * 2, _MAX_DELAY_SECONDS)
+
+
+def prepare(url: StoreUrl, password: str | None = None, *, wait_seconds: float = DEFAULT_WAIT_SECONDS, log=None):
+    """Creates the store's schema, or upgrades an older one, once, before the tasks connect to it."""
+    return connect(url, password, wait_seconds=wait_seconds, upgrade=True, log=log)
+
+
+def _reason(error: Exception, logged: str) -> str:
+    """The database's own words: ML Metadata logs them (glog) and raises "connection pointer is NULL"."""
+    lines = [line.split("] ", 1)[-1].strip() for line in logged.splitlines() if "error" in line.lower()]
+    message = " ".join(str(error).split())
+    if lines:
+        detail = " ".join(lines[-1].split())
+        if "connection pointer is NULL" in message or not message:
+            return detail
+        return f"{message} ({detail})" if detail not in message else message
+    return message or type(error).__name__
+
+
+def _kind(reason: str) -> str:
+    text = reason.lower()
+    if any(marker in text for marker in _REFUSED):
+        return "refused"
+    if any(marker in text for marker in _UNREACHABLE) or any(marker in text for marker in _SCHEMA_RACE):
+        return "retry"
+    return "other"
+
+
+@contextlib.contextmanager
+def _captured_stderr():
+    """Yields a function returning what was written to file descriptor 2 (where glog writes) meanwhile."""
+    with tempfile.TemporaryFile(mode="w+b") as sink:
+        saved = os.dup(2)
+        os.dup2(sink.fileno(), 2)
+        text = {"value": ""}
+        try:
+            yield lambda: text["value"]
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text["value"] = sink.read().decode(errors="replace")
+            os.write(2, text["value"].encode())  # still in the task's log
