@@ -52,15 +52,15 @@ def encoded_with_orientation(image, orientation, image_format="JPEG"):
     return buffer.getvalue()
 
 
-def photo_with_object(displayed_size, box, orientation=1, image_format="JPEG"):
+def photo_with_object(displayed_size, box, orientation=1, image_format="JPEG", grey=128):
     """(file bytes, the object's box in the stored pixels): a grey picture, displayed as `displayed_size`
     under this EXIF orientation, holding an `OBJECT_COLOUR` rectangle at `box` (pixel xmin, ymin, xmax,
-    ymax in the displayed frame)."""
+    ymax in the displayed frame). Pictures of other `grey` levels are other images (other digests)."""
     import numpy as np
     from PIL import Image
 
     width, height = displayed_size
-    pixels = np.full((height, width, 3), 128, np.uint8)
+    pixels = np.full((height, width, 3), grey, np.uint8)
     xmin, ymin, xmax, ymax = box
     pixels[ymin:ymax, xmin:xmax] = OBJECT_COLOUR
     stored = stored_pixels(Image.fromarray(pixels), orientation)

@@ -63,7 +63,8 @@ class PostgresServer:
 
 
 def _bin_dir() -> str:
-    for candidate in [os.path.dirname(shutil.which("initdb") or ""), *sorted(glob.glob("/usr/lib/postgresql/*/bin"))]:
+    found = shutil.which("initdb")
+    for candidate in [os.path.dirname(os.path.realpath(found)) if found else "", *sorted(glob.glob("/usr/lib/postgresql/*/bin"))]:
         if candidate and all(os.path.exists(os.path.join(candidate, tool)) for tool in ("initdb", "pg_ctl", "psql")):
             return candidate
     raise AssertionError(

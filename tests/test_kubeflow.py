@@ -317,3 +317,27 @@ def test_no_password_in_the_package(tmp_path, monkeypatch, capsys):
     (line,) = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert "kubeflow.metadata" in line and "password" in line and password not in line
     assert not (tmp_path / "leaky.yaml.out.yaml").exists()
+
+
+def test_the_result_tasks_declare_kfp_output_artefacts_and_pass_the_launcher_contract(compiled):
+    """CocoEvaluator, ExampleGen and Pusher declare system.* outputs (read with KFP's PipelineSpec proto), and
+    get the executor input ({{$}}, whose outputs.outputFile the launcher reads) and each output's local path."""
+    _, spec, _, _ = compiled
+    by_node = _task_by_node(spec)
+    expected = {
+        "CocoEvaluator": {"metrics": "system.Metrics", "report": "system.Markdown", "report_html": "system.HTML"},
+        "FileBasedExampleGen": {"ingest_report": "system.Markdown"},
+        "Pusher": {"push": "system.Markdown"},
+    }
+    for node_id, (task_name, task) in by_node.items():
+        component = spec.components[task.component_ref.name]
+        declared = {name: a.artifact_type.schema_title for name, a in component.output_definitions.artifacts.items()}
+        assert declared == expected.get(node_id, {}), node_id
+        args = list(_executors(spec)[component.executor_label].container.args)
+        if declared:
+            assert args[args.index("--kfp-executor-input") + 1] == "{{$}}"
+            outputs = {args[i + 1]: args[i + 2] for i, arg in enumerate(args) if arg == "--kfp-output"}
+            assert outputs == {name: f"{{{{$.outputs.artifacts['{name}'].path}}}}" for name in declared}
+        else:
+            assert "--kfp-executor-input" not in args and "--kfp-output" not in args, node_id
+    assert "{{$.outputs.output_file}}" not in json_format.MessageToJson(spec)  # the cluster's launcher never fills it

@@ -3,6 +3,8 @@ arguments from the YAML, in dependency order, each as its own process, against a
 store (an SQLite file, or a real PostgreSQL server as the cluster's store), with the PVC mount as a
 local folder. Assertions are read from ML Metadata."""
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -43,11 +45,18 @@ def _compile(folder, overrides, *flags) -> str:
     return str(path)
 
 
-def _run(package: str, data: str, output: str, metadata_url: str | None = None) -> tuple[str, float]:
-    """(run id, seconds) of one `vocdet run --package` (against `metadata_url`'s store); the run id is read from ML Metadata."""
+def _run(package: str, data: str, output: str, metadata_url: str | None = None, lines: list | None = None):
+    """(run id, seconds) of one `vocdet run --package` (against `metadata_url`'s store); the run id is read from ML
+    Metadata. What it printed is appended to `lines`."""
     started = time.time()
     flags = ["--metadata", metadata_url] if metadata_url else []
-    assert cli.main(["run", "--package", package, "--data", data, "--output", output, *flags]) == 0
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = cli.main(["run", "--package", package, "--data", data, "--output", output, *flags])
+    print(printed.getvalue())
+    assert code == 0
+    if lines is not None:
+        lines.extend(printed.getvalue().splitlines())
     seconds = time.time() - started
     runs = _store(output, metadata_url).get_contexts_by_type("pipeline_run")
     return max(runs, key=lambda context: context.id).name, seconds
@@ -84,29 +93,55 @@ def _inputs(store, run_id: str, node_id: str, event_type=None) -> dict[str, list
     return inputs
 
 
+def _assert_one_execution_per_node(store, package: str, run_id: str) -> None:
+    """Exactly one execution of each TFX node in run `run_id` (tasks running at once registered no duplicate)."""
+    run = store.get_context_by_type_and_name("pipeline_run", run_id)
+    node_type = store.get_context_type("node").id
+    nodes = [
+        context.name
+        for execution in store.get_executions_by_context(run.id)
+        for context in store.get_contexts_by_execution(execution.id)
+        if context.type_id == node_type
+    ]
+    assert sorted(nodes) == sorted({f"vocdet.{node}" for node in _states(store, package, run_id)}), nodes
+
+
 @pytest.fixture(scope="module")
-def demo_package_runs(small_voc_root, tmp_path_factory):
-    """A demo-preset package compiled and run twice, nothing changed: (package, output, first, second)."""
+def demo_package_runs(small_voc_root, tmp_path_factory, postgres):
+    """A demo-preset package compiled and run twice, nothing changed, against a PostgreSQL server, tasks in
+    parallel as Argo runs them: (package, output, metadata URL, first, second, first run's progress lines)."""
     folder = tmp_path_factory.mktemp("package")
     package = _compile(folder, TINY)
     output = str(folder / "output")
-    first = _run(package, small_voc_root, output)
-    second = _run(package, small_voc_root, output)
-    print(f"\npackage run: {first[1]:.0f}s; rerun with nothing changed: {second[1]:.0f}s")
-    return package, output, first, second
+    url = postgres.create_database("demo_package")
+    lines: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(store_lib.PASSWORD_ENV, PASSWORD)  # the tasks read it, as on the cluster
+        first = _run(package, small_voc_root, output, url, lines)
+        second = _run(package, small_voc_root, output, url)
+    print(f"\npackage run (parallel, PostgreSQL): {first[1]:.0f}s; rerun with nothing changed: {second[1]:.0f}s")
+    return package, output, url, first, second, lines
 
 
 @pytest.mark.e2e
 def test_a_compiled_package_runs_to_a_pushed_model_that_loads_in_a_fresh_process(demo_package_runs, small_voc_root):
-    package, output, (run_id, _), _ = demo_package_runs
-    states = _states(_store(output), package, run_id)
+    package, output, url, (run_id, _), _, lines = demo_package_runs
+    store = _store(output, url)
+    states = _states(store, package, run_id)
     assert set(states.values()) == {"COMPLETE"}, states
-    summary = run_summary.summarize_metadata(os.path.join(output, "metadata.sqlite"))
+    _assert_one_execution_per_node(store, package, run_id)
+    summary = run_summary.summarize_store(store, url, run_id)
     assert summary.blessed and summary.num_eval_images == 16
-    # Every artefact is on the stand-in PVC, where the package's paths put it.
+    # Every artefact is on the stand-in PVC, where the package's paths put it; pushed once.
     volume = os.path.join(os.path.abspath(output), "volumes", "vocdet-data")
     assert summary.pushed_model_dir.startswith(os.path.join(volume, "serving", "vocdet") + os.sep)
-    assert all(a.uri.startswith(volume) for a in _store(output).get_artifacts())
+    assert os.listdir(os.path.dirname(summary.pushed_model_dir)) == [os.path.basename(summary.pushed_model_dir)]
+    assert all(a.uri.startswith(volume) for a in store.get_artifacts())
+    assert not os.path.exists(os.path.join(output, "metadata.sqlite"))  # every task used the server
+    # Tasks in parallel, as Argo runs them: the Evaluator and ServingCheck (both after the Trainer) overlap.
+    events = [line.split("] ", 1)[1] for line in lines if line.startswith("[")]
+    assert events.index("ServingCheck ...") < events.index(next(e for e in events if e.startswith("CocoEvaluator complete")))
+    assert events.index("CocoEvaluator ...") < events.index(next(e for e in events if e.startswith("ServingCheck complete")))
     image_path = os.path.join(small_voc_root, "VOC2007", "JPEGImages", "000001.jpg")
     completed = subprocess.run(
         [sys.executable, "-c", LOAD_AND_PREDICT, summary.pushed_model_dir, image_path],
@@ -119,13 +154,13 @@ def test_a_compiled_package_runs_to_a_pushed_model_that_loads_in_a_fresh_process
 
 @pytest.mark.e2e
 def test_a_rerun_with_nothing_changed_is_served_from_tfx_cache(demo_package_runs):
-    package, output, (first_run, _), (second_run, _) = demo_package_runs
-    states = _states(_store(output), package, second_run)
+    package, output, url, (first_run, _), (second_run, _), _ = demo_package_runs
+    store = _store(output, url)
+    states = _states(store, package, second_run)
     assert {node: state for node, state in states.items() if node not in RESOLVERS} == {
         node: "CACHED" for node in states if node not in RESOLVERS
     }, states
     # One pushed version: the cached Pusher pushed nothing again.
-    store = _store(output)
     pushed = [a for a in store.get_artifacts_by_type("PushedModel")]
     assert len({a.custom_properties["pushed_destination"].string_value for a in pushed}) == 1
     assert first_run != second_run
@@ -147,12 +182,7 @@ def test_a_scheduled_run_on_a_new_span_trains_on_both_and_starts_from_the_blesse
     first_run, first_seconds = _run(package, str(root), output, url)
     store = _store(output, url)
     assert not os.path.exists(os.path.join(output, "metadata.sqlite"))  # every task used the server
-    for run_id in (first_run,):
-        run = store.get_context_by_type_and_name("pipeline_run", run_id)
-        executed = [store.get_contexts_by_execution(e.id) for e in store.get_executions_by_context(run.id)]
-        nodes = [c.name for contexts in executed for c in contexts if c.type_id == store.get_context_type("node").id]
-        assert sorted(nodes) == sorted(set(nodes)), nodes  # one execution per node
-        assert len(set(nodes)) == len(_states(store, package, run_id))
+    _assert_one_execution_per_node(store, package, first_run)
     first_inputs = _inputs(store, first_run, "Trainer")
     assert "base_model" not in first_inputs  # nothing blessed yet: trained from the backbone weights
     (first_model,) = [a for a in store.get_artifacts_by_type("Model")]
@@ -170,3 +200,36 @@ def test_a_scheduled_run_on_a_new_span_trains_on_both_and_starts_from_the_blesse
     assert len(trainer["examples"]) == 2  # Transform's output for each span
     assert [a.id for a in trainer["base_model"]] == [first_model.id]
     assert [a.id for a in _inputs(store, second_run, "CocoEvaluator")["baseline_model"]] == [first_model.id]
+
+
+@pytest.mark.e2e
+def test_the_tasks_fill_what_kfps_ui_shows_also_from_tfxs_cache(demo_package_runs):
+    """As KFP's launcher reads them: the Evaluator's Metrics metadata equals metrics.json (to 1e-9), its
+    Markdown has the tables, its HTML embeds the pictures; ExampleGen's and the Pusher's Markdown say what
+    happened. The cached rerun shows the same numbers."""
+    package, output, url, (first_run, _), (second_run, _), lines = demo_package_runs
+    store = _store(output, url)
+    summary = run_summary.summarize_store(store, url, first_run)
+    with open(os.path.join(summary.evaluation_dir, "metrics.json")) as handle:
+        expected = json.load(handle)["metrics"]
+    for run_id in (first_run, second_run):
+        folder = os.path.join(output, package_runner.KFP_OUTPUTS_DIR, run_id)
+        with open(os.path.join(folder, "CocoEvaluator", package_runner.OUTPUT_METADATA_FILE)) as handle:
+            (recorded,) = json.load(handle)["artifacts"]["metrics"]["artifacts"]
+        metrics = recorded["metadata"]
+        for key in ("coco/AP", "coco/AP50", "coco/AP75", "voc/mAP50_11point", "voc/mAP50_area"):
+            assert abs(metrics[key] - expected[key]) <= 1e-9, key
+        assert metrics["blessed"] == 1 and all(isinstance(value, float) for value in metrics.values())
+        with open(os.path.join(folder, "CocoEvaluator", "report")) as handle:
+            report = handle.read()
+        assert "| COCO mAP@0.5 |" in report and "| aeroplane |" in report and "data:" not in report
+        with open(os.path.join(folder, "CocoEvaluator", "report_html")) as handle:
+            html = handle.read()
+        assert html.count('src="data:image/png;base64,') == 2 and "<table>" in html
+        with open(os.path.join(folder, "FileBasedExampleGen", "ingest_report")) as handle:
+            assert "| train |" in handle.read()
+        with open(os.path.join(folder, "Pusher", "push")) as handle:
+            push = handle.read()
+        assert ("Pushed version" if run_id == first_run else "version") in push, push
+    shown = [line for line in lines if line.strip().startswith("CocoEvaluator metrics (system.Metrics):")]
+    assert len(shown) == 1 and f"coco/AP50 {expected['coco/AP50']:.4g}" in shown[0]

@@ -44,10 +44,11 @@ class Case:
     image_format: str = "JPEG"
     displayed: tuple[int, int] = DISPLAYED
     repairs: frozenset = frozenset()
+    grey: int = 128  # the background: another level, another image
 
     def files(self) -> tuple[bytes, str]:
         """(image bytes, annotation XML)."""
-        image, stored_box = photo_with_object(self.displayed, OBJECT, self.orientation, self.image_format)
+        image, stored_box = photo_with_object(self.displayed, OBJECT, self.orientation, self.image_format, self.grey)
         frame = orientation.displayed_size(self.displayed, self.orientation) if self.labelled_in == STORED else self.displayed
         box = stored_box if self.labelled_in == STORED else OBJECT
         size = {"frame": frame, "x2": (2 * frame[0], 2 * frame[1]), "rounded": (1001, 751), "missing": (0, 0),
@@ -146,6 +147,16 @@ def test_the_issues_photo_is_stored_where_its_object_is(tmp_path):
     assert outcome.reasons == [
         "image turned upright (EXIF orientation 6) and re-encoded; "
         "boxes taken in the displayed frame: <size> 400x300 is its displayed size"
+    ]
+
+
+def test_boxes_drawn_on_the_stored_pixels_turn_with_them(tmp_path):
+    _write(str(tmp_path), "000001", CASES["EXIF 6, <size> stored (a tool that ignored EXIF)"])
+    outcome = convert.convert_record(str(tmp_path), "000001", CLASSES)
+    np.testing.assert_allclose(_feature(outcome.example, features.BBOX), [0.5, 0.25, 0.75, 0.5], rtol=1e-6)
+    assert outcome.reasons == [
+        "image turned upright (EXIF orientation 6) and re-encoded",
+        "boxes turned with the pixels: <size> 300x400 is its stored frame (a tool that ignored EXIF)",
     ]
 
 
@@ -258,8 +269,9 @@ INGESTED = ("EXIF 6, <size> displayed (browser tools)", "EXIF 6, <size> stored (
 
 def _corpus(folder, layout):
     """The ingested cases in train, and one plain photo in each other split, as `layout` lays them out."""
-    records = {"train": [(f"case{index:02d}", CASES[name]) for index, name in enumerate(INGESTED)],
-               "validation": [("plain-val", Case())], "test": [("plain-test", Case())]}
+    records = {"train": [(f"case{index:02d}", dataclasses.replace(CASES[name], grey=100 + index))
+                         for index, name in enumerate(INGESTED)],
+               "validation": [("plain-val", Case(grey=90))], "test": [("plain-test", Case(grey=80))]}
     if layout == "VOCdevkit":
         voc = os.path.join(folder, "VOC2007")
         lists = os.path.join(voc, voc_format.IMAGE_SETS_DIR)
@@ -279,19 +291,22 @@ def _corpus(folder, layout):
 @pytest.mark.e2e
 @pytest.mark.parametrize("layout", ["VOCdevkit", "Roboflow"])
 def test_vocdet_ingest_counts_each_repair_and_stores_boxes_on_the_objects(tmp_path, capsys, layout):
+    from vocdet.components.voc_example_gen import executor as voc_executor
+
     data = _corpus(str(tmp_path / "data"), layout)
     examples_uri, out = ingest(capsys, "--data", data, "--output", str(tmp_path / "out"))
-    report = os.path.join(examples_uri, "ingest_report")
+    report = os.path.join(examples_uri, voc_executor.REPORT_DIR)
     assert f"train: {len(INGESTED)} examples ({len(INGESTED)} repaired, 0 rejected)" in out
     assert (
         "repairs train: 2 turned upright, 1 boxes turned with the pixels, 1 rescaled from <size>, 1 no <size>, "
-        f"1 <size> unexplained, 1 class name case; see {report}/records-train.jsonl"
+        f"1 <size> unexplained, 1 class name read but for case; see {report}/records-train.jsonl"
     ) in out
-    with open(os.path.join(report, "repairs.json")) as handle:
+    with open(os.path.join(report, voc_executor.REPAIRS_FILE)) as handle:
         repairs = json.load(handle)
     assert repairs["train"][convert.TURNED_UPRIGHT] == 2 and repairs["train"][convert.RESCALED_FROM_SIZE] == 1
     assert not any(repairs["test"].values()) and not any(repairs["validation"].values())
 
+    assert "repeats:" not in out and "leakage:" not in out  # every photo another image
     boxes, images = read_examples(examples_uri), read_images(examples_uri)
     assert len(images) == len(INGESTED) + 2
     for filename, pixels in images.items():

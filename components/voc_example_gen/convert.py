@@ -71,7 +71,7 @@ REPAIR_KINDS = {
     RESCALED_FROM_SIZE: "rescaled from <size>",
     SIZE_MISSING: "no <size>",
     SIZE_UNEXPLAINED: "<size> unexplained",
-    CLASS_NAME_CASE: "class name case",
+    CLASS_NAME_CASE: "class name read but for case",
     BOX_CLIPPED: "box clipped",
     BOX_DROPPED: "box dropped",
     REENCODED: "re-encoded as JPEG",
@@ -242,7 +242,6 @@ def annotation_to_example(
         reason = unexplained_size((annotation.width, annotation.height), (image.width, image.height))
         return Outcome(xml_path, REJECTED, reasons=[f"{reason}; rejected in strict mode"])
     repairs.extend(frame.repairs)
-    frame_width, frame_height = image.source_size if frame.stored else (image.width, image.height)
 
     class_ids = {name: index for index, name in enumerate(class_names)}
     bbox, labels, difficult, truncated, poses = [], [], [], [], []
@@ -251,19 +250,13 @@ def annotation_to_example(
             name = match_class_name(obj.name, class_names)
         except ValueError as error:
             return Outcome(xml_path, REJECTED, reasons=[str(error)])
-        if name != obj.name and (CLASS_NAME_CASE, f"class name {obj.name!r} read as {name!r}") not in repairs:
-            repairs.append((CLASS_NAME_CASE, f"class name {obj.name!r} read as {name!r}"))
-        # In the pixels of the frame the box was drawn in: <size>'s, scaled to the image's.
-        scale_x, scale_y = frame.scale
-        xmin, xmax = min(max(obj.xmin * scale_x, 0.0), frame_width), min(max(obj.xmax * scale_x, 0.0), frame_width)
-        ymin, ymax = min(max(obj.ymin * scale_y, 0.0), frame_height), min(max(obj.ymax * scale_y, 0.0), frame_height)
-        if (xmin, ymin, xmax, ymax) != (obj.xmin * scale_x, obj.ymin * scale_y, obj.xmax * scale_x, obj.ymax * scale_y):
-            repairs.append((BOX_CLIPPED, f"{obj.name} box clipped to the image"))
-        if xmax <= xmin or ymax <= ymin:
-            repairs.append((BOX_DROPPED, f"{obj.name} box has no area; dropped"))
+        read_as = (CLASS_NAME_CASE, f"class name {obj.name!r} read as {name!r}")
+        if name != obj.name and read_as not in repairs:
+            repairs.append(read_as)
+        box = _upright_box(obj, frame, image, repairs)
+        if box is None:
             continue
-        if frame.stored:
-            xmin, ymin, xmax, ymax = orientation.turn_box((xmin, ymin, xmax, ymax), image.source_size, image.exif_orientation)
+        xmin, ymin, xmax, ymax = box
         # tfds's arithmetic exactly: VOC coordinates divided by the image size.
         bbox.extend([ymin / image.height, xmin / image.width, ymax / image.height, xmax / image.width])
         labels.append(class_ids[name])
@@ -303,6 +296,27 @@ def annotation_to_example(
     )
 
 
+def _upright_box(obj: voc_format.VocObject, frame: BoxFrame, image: StoredImage, repairs: list) -> tuple | None:
+    """The object's pixel box in the stored, upright image, or None when it has no area; repairs appended.
+
+    Scaled from `<size>`'s pixels to those of the frame it was drawn in, clipped to that frame,
+    then turned with the pixels when that frame is the stored one.
+    """
+    frame_width, frame_height = image.source_size if frame.stored else (image.width, image.height)
+    scale_x, scale_y = frame.scale
+    scaled = (obj.xmin * scale_x, obj.ymin * scale_y, obj.xmax * scale_x, obj.ymax * scale_y)
+    xmin, xmax = min(max(scaled[0], 0.0), frame_width), min(max(scaled[2], 0.0), frame_width)
+    ymin, ymax = min(max(scaled[1], 0.0), frame_height), min(max(scaled[3], 0.0), frame_height)
+    if (xmin, ymin, xmax, ymax) != scaled:
+        repairs.append((BOX_CLIPPED, f"{obj.name} box clipped to the image"))
+    if xmax <= xmin or ymax <= ymin:
+        repairs.append((BOX_DROPPED, f"{obj.name} box has no area; dropped"))
+        return None
+    if frame.stored:
+        return orientation.turn_box((xmin, ymin, xmax, ymax), image.source_size, image.exif_orientation)
+    return xmin, ymin, xmax, ymax
+
+
 def box_frame(size: tuple[int, int], source_size: tuple[int, int], exif_orientation: int) -> BoxFrame:
     """The `<size>` rule: which frame an annotation's coordinates are in, and their scale to its pixels.
 
@@ -335,9 +349,11 @@ def box_frame(size: tuple[int, int], source_size: tuple[int, int], exif_orientat
                     f"(orientation {exif_orientation} or a square image)")
         else:
             case = f"boxes taken in the displayed frame: <size> {_size(given)} is its displayed size"
-        repairs.append((TURNED_UPRIGHT, f"image turned upright (EXIF orientation {exif_orientation}) and re-encoded; {case}"))
+        turned = f"image turned upright (EXIF orientation {exif_orientation}) and re-encoded"
         if stored:
-            repairs.append((BOXES_TURNED, f"boxes turned with the pixels (EXIF orientation {exif_orientation})"))
+            repairs += [(TURNED_UPRIGHT, turned), (BOXES_TURNED, case)]
+        else:
+            repairs.append((TURNED_UPRIGHT, f"{turned}; {case}"))
     scale = (1.0, 1.0)
     if not given:
         repairs.append((SIZE_MISSING, f"no <size> (or zero); used the image's {_size(displayed)}"))
@@ -383,8 +399,8 @@ def match_class_name(name: str, class_names: list[str] | tuple[str, ...]) -> str
     if same:
         raise ValueError(f"class name {name!r} matches {' and '.join(map(repr, same))} but for case: ambiguous")
     closest = difflib.get_close_matches(voc_format.folded_class_name(name), list(folded.values()), n=1, cutoff=0)
-    known = next((known for known, key in folded.items() if closest and key == closest[0]), None)
-    raise ValueError(f"unknown class name {name!r}" + (f" (closest known name: {known!r})" if known else ""))
+    known = [known for known, key in folded.items() if key in closest][:1]
+    raise ValueError(f"unknown class name {name!r}" + "".join(f" (closest known name: {k!r})" for k in known))
 
 
 def _size(size: tuple[int, int] | None) -> str:

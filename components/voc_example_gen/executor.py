@@ -200,7 +200,7 @@ def count_repairs(report_dir: str) -> dict[str, dict[str, int]]:
 def repair_lines(examples_uri: str) -> list[str]:
     """A line per split with repairs, for a person: `repairs train: 3 turned upright, 2 rescaled from <size>`.
 
-    None for examples with no VOC ingest report (tfds data).
+    No lines for examples without a VOC ingest report (tfds data, read by ImportExampleGen).
     """
     path = os.path.join(examples_uri, REPORT_DIR, REPAIRS_FILE)
     if not tf.io.gfile.exists(path):
@@ -208,7 +208,8 @@ def repair_lines(examples_uri: str) -> list[str]:
     with tf.io.gfile.GFile(path) as handle:
         counts = json.load(handle)
     return [
-        f"repairs {split}: " + ", ".join(f"{count} {convert.REPAIR_KINDS[kind]}" for kind, count in by_kind.items() if count)
+        f"repairs {split}: "
+        + ", ".join(f"{by_kind[kind]} {words}" for kind, words in convert.REPAIR_KINDS.items() if by_kind.get(kind))
         + f"; see {os.path.join(examples_uri, REPORT_DIR)}/records-{split}.jsonl"
         for split, by_kind in sorted(counts.items())
         if any(by_kind.values())

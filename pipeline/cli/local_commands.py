@@ -40,6 +40,13 @@ def add_commands(commands) -> None:
         help="(--package) the ML Metadata store its tasks use, e.g. postgresql://USER@localhost:5432/mlmd, password "
         "from $VOCDET_METADATA_PASSWORD (default: an SQLite file in --output)",
     )
+    run.add_argument(
+        "--parallelism",
+        type=int,
+        metavar="N",
+        help="(--package) tasks at once, as Argo runs every ready task (default: 4 with a database server; "
+        "SQLite is sequential)",
+    )
     options.add_preset_flags(run, config_lib.LOCAL_PRESET)
     run.add_argument("--strict", action="store_true", help="fail on any rejected record instead of reporting it")
     run.add_argument("--freeze-backbone", action="store_true", help="train only the FPN and heads (as the guide)")
@@ -70,9 +77,9 @@ def _make_sample(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.package:
         return _run_package(args)
-    if args.metadata:
-        raise UsageError("--metadata names the store of a rehearsed package (--package); vocdet run keeps its own "
-                         "in --output")
+    if args.metadata or args.parallelism:
+        raise UsageError("--metadata and --parallelism are for a rehearsed package (--package); vocdet run keeps its "
+                         "own store in --output")
     config = options.config_from_args(args)
     # Checked here, where it is read; a compiled pipeline's file is the cluster's (vocdet compile).
     if config.model.backbone_weights and not os.path.exists(config.model.backbone_weights):
@@ -110,16 +117,22 @@ def _run_package(args: argparse.Namespace) -> int:
     sample_dir = config_lib.PipelineConfig(output_dir=output).sample_dir
     url = metadata_store.StoreUrl.parse(args.metadata or package_runner.store_url(output), "--metadata")
     password = metadata_store.password_from_environment(url)
+    try:
+        parallelism, note = package_runner.parallelism_for(str(url), args.parallelism)
+    except package_runner.PackageError as error:
+        raise UsageError(str(error)) from None
+    if note:
+        print(f"vocdet: {note}", flush=True)
     started = time.time()
     try:
         with options.holding(output, "run --package"):
             package = package_runner.Package.read(args.package)
             data_root = package_runner.local_data_root(package, output, args.data or [], DATA_ROOT_PARAMETER, sample_dir)
-            print(f"vocdet: running {args.package} ({len(package.task_order())} tasks) with data_root {data_root} "
-                  f"-> {output}", flush=True)
+            print(f"vocdet: running {args.package} ({len(package.task_order())} tasks, {parallelism} at a time) with "
+                  f"data_root {data_root}, metadata {url} -> {output}", flush=True)
             run_id, _ = package_runner.run_package(
                 package, output, {DATA_ROOT_PARAMETER: data_root}, progress=lambda line: print(line, flush=True),
-                metadata_url=str(url),
+                metadata_url=str(url), parallelism=parallelism,
             )
     except package_runner.PackageError as error:
         raise UsageError(str(error)) from None
@@ -130,6 +143,9 @@ def _run_package(args: argparse.Namespace) -> int:
     store = metadata_store.connect(url, password, wait_seconds=0)
     for line in summary.summarize_store(store, str(url), run_id).lines():
         print(f"  {line}")
+    print("\nvocdet: what KFP's UI would show (the tasks' output artefacts, as its launcher would upload them):")
+    for line in package_runner.ui_lines(package, output, run_id):
+        print(f"  {line}")
     return 0
 
 
@@ -138,12 +154,11 @@ def _ingest(args: argparse.Namespace) -> int:
     with options.holding(config.output_dir, "ingest"):
         config, data_root = prepare_data_root(config)
 
-        from vocdet.components.voc_example_gen import executor as voc_executor
         from vocdet.pipeline.local import runner as local_runner, summary
 
         examples_uri, counts = local_runner.ingest(config, data_root)
     print(f"\nvocdet ingest: {config.data.format} data from {data_root}")
     print(f"  examples: {examples_uri}")
-    for line in summary.count_lines(counts) + voc_executor.repair_lines(examples_uri) + summary.ingest_notes(examples_uri):
+    for line in summary.count_lines(counts) + summary.ingest_notes(examples_uri):
         print(f"  {line}")
     return 0

@@ -73,6 +73,10 @@ class DataConfig:
             raise ValueError("data.span must be >= 0 (0: newest) and data.train_on_last_spans >= 1")
         if len(set(self.class_names)) != len(self.class_names):
             raise ValueError("data: class_names must be unique")
+        same = voc_format.names_equal_but_for_case(self.class_names)
+        if same:
+            raise ValueError(f"data.class_names: {same[0]!r} and {same[1]!r} differ only in case; annotations match "
+                             "names case-blind, so they would be one class")
         if self.split_by not in layout.SPLIT_BY_CHOICES:
             raise ValueError(f"data.split_by must be one of {layout.SPLIT_BY_CHOICES}, got {self.split_by!r}")
         if self.split_by == layout.SPLIT_BY_HASH:

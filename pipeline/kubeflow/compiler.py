@@ -39,6 +39,7 @@ from tfx.proto.orchestration import pipeline_pb2
 
 from vocdet.pipeline import beam_args
 from vocdet.pipeline.kubeflow import node as kubeflow_node
+from vocdet.pipeline.kubeflow import outputs as kfp_outputs
 from vocdet.pipeline.metadata import store as metadata_store
 from vocdet.pipeline.config import KubeflowConfig, PipelineConfig
 from vocdet.pipeline.pipeline import create_pipeline
@@ -146,17 +147,27 @@ def _pipeline_parameters(pipeline_ir: pipeline_pb2.Pipeline, node_id: str | None
 def _node_component(pipeline_ir: pipeline_pb2.Pipeline, node_id: str, parameters: list[str], kubeflow: KubeflowConfig):
     """A KFP container component that runs `node_id` with `pipeline.kubeflow_node`."""
     node_ir = kubeflow_node.node_ir_json(pipeline_ir, node_id)
+    declared = kfp_outputs.DECLARED.get(node_id, {})
 
     def node(*values):
         args = ["--node-ir", node_ir, "--run-id", dsl.PIPELINE_JOB_ID_PLACEHOLDER, *_store_args(kubeflow)]
         for name, value in zip(parameters, values):
             args += ["--parameter", name, value]
+        if declared:
+            # KFP's launcher contract (pipeline.kubeflow.outputs): the executor input, and each output's local path.
+            args += ["--kfp-executor-input", dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER]
+            for name, artifact in zip(declared, values[len(parameters):]):
+                args += ["--kfp-output", name, artifact.path]
         if node_id == TRAINER_NODE:
             args += _trainer_tfjob_args(kubeflow)
         return dsl.ContainerSpec(image=kubeflow.image, command=kubeflow_node.NODE_COMMAND, args=args)
 
     node.__signature__ = inspect.Signature(
         [inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=str) for name in parameters]
+        + [
+            inspect.Parameter(name, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=dsl.Output[getattr(dsl, kind)])
+            for name, kind in declared.items()
+        ]
     )
     node.__name__ = node_id
     return dsl.container_component(node)

@@ -58,6 +58,7 @@ import time
 
 import vocdet.components  # noqa: F401  pins tf.keras to Keras 3 before TFX loads TF Transform
 from vocdet.components.compat import tfx as tfx_compat
+from vocdet.pipeline.kubeflow import outputs as kfp_outputs
 from vocdet.pipeline.metadata import store as metadata_store
 
 # The KFP run parameter that fills the IR's `data_root` runtime parameter (ExampleGen's input base).
@@ -232,6 +233,12 @@ def run_node(args: argparse.Namespace, handoff: str | None = None) -> str:
         _write_handoff(handoff, f"{HANDOFF_SKIPPED} the chief's launcher ran no executor ({execution}: cached or skipped)")
     logging.info("Component %s is finished.", node_id)
     with metadata.Metadata(connection) as handle:
+        if args.kfp_executor_input:
+            # What KFP's UI shows: filled from this run's execution, reused artefacts included (a cache hit).
+            kfp_outputs.fill(
+                handle.store, node_ir.pipeline_info.id, node_id, args.run_id, args.kfp_executor_input,
+                dict(args.kfp_output or []),
+            )  # fmt: skip
         return node_state(handle.store, node_ir.pipeline_info.id, node_id, args.run_id)
 
 
@@ -404,16 +411,8 @@ def node_state(store, pipeline_name: str, node_id: str, run_id: str) -> str:
     """State of the node's newest execution in run `run_id`: COMPLETE, CACHED, FAILED...; NONE if it made none."""
     from ml_metadata.proto import metadata_store_pb2
 
-    node_context = store.get_context_by_type_and_name("node", f"{pipeline_name}.{node_id}")
-    run_context = store.get_context_by_type_and_name("pipeline_run", run_id)
-    if node_context is None or run_context is None:
-        return "NONE"
-    in_run = {execution.id for execution in store.get_executions_by_context(run_context.id)}
-    executions = [e for e in store.get_executions_by_context(node_context.id) if e.id in in_run]
-    if not executions:
-        return "NONE"
-    newest = max(executions, key=lambda execution: execution.id)
-    return metadata_store_pb2.Execution.State.Name(newest.last_known_state)
+    execution = kfp_outputs.run_execution(store, pipeline_name, node_id, run_id)
+    return "NONE" if execution is None else metadata_store_pb2.Execution.State.Name(execution.last_known_state)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -432,6 +431,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"), help="a runtime parameter of the run"
     )
+    kfp = parser.add_argument_group("KFP output artefacts (pipeline.kubeflow.outputs)")
+    kfp.add_argument("--kfp-executor-input", metavar="JSON", help="KFP's executor input ({{$}})")
+    kfp.add_argument("--kfp-output", nargs=2, action="append", metavar=("NAME", "PATH"), help="a declared output's local path")
     tfjob = parser.add_argument_group("multi-node Trainer (kubeflow.trainer_workers > 1)")
     tfjob.add_argument("--tfjob-workers", type=int, default=0, help="submit a TFJob of this many replicas, and wait for it")
     tfjob.add_argument("--tfjob-pod", help="the replicas' pod settings, JSON (pipeline.tfjob.ReplicaPod)")

@@ -34,6 +34,10 @@ from vocdet.pipeline import config as config_lib
 from vocdet.pipeline.kubeflow import node as kubeflow_node
 
 _INPUT_PARAMETER = re.compile(r"\{\{\$\.inputs\.parameters\['([^']+)'\]\}\}")
+_OUTPUT_PATH = re.compile(r"\{\{\$\.outputs\.artifacts\['([^']+)'\]\.path\}\}")
+# Where the rehearsal keeps what KFP's launcher would upload: <output>/kfp_outputs/<run id>/<task>/.
+KFP_OUTPUTS_DIR = "kfp_outputs"
+OUTPUT_METADATA_FILE = "output_metadata.json"
 _PLACEHOLDER = re.compile(r"\{\{\$[^}]*\}\}")
 
 
@@ -119,6 +123,9 @@ class TaskResult:
     state: str
     seconds: float
     log: str
+    # Wall-clock start and end (time.time()), to see which tasks ran at the same time.
+    started: float = 0.0
+    ended: float = 0.0
 
 
 def local_mounts(package: Package, output_dir: str) -> dict[str, str]:
@@ -135,10 +142,14 @@ def run_package(
     parameters: dict[str, str] | None = None,
     progress=print,
     metadata_url: str | None = None,
+    parallelism: int = 1,
 ) -> tuple[str, list[TaskResult]]:
-    """Runs every task of `package` once, in dependency order; returns (run id, results).
+    """Runs every task of `package` once; returns (run id, results in the order the tasks ended).
 
-    `metadata_url` is the store the tasks use (default: `store_url(output_dir)`, an SQLite file).
+    `metadata_url` is the store the tasks use (default: `store_url(output_dir)`, an SQLite file). With
+    `parallelism` > 1, as Argo does, every task whose upstream tasks have succeeded starts at once, up
+    to that many at a time; after a failure no new task starts, the running ones finish, and the
+    first failure is raised.
     """
     run_id = str(uuid.uuid4())
     run_parameters = {**package.parameter_defaults(), **(parameters or {})}
@@ -159,32 +170,110 @@ def run_package(
     }
     executors = package.executors().executors
     order = package.task_order()
-    results = []
-    for index, name in enumerate(order, start=1):
-        task = package.spec.root.dag.tasks[name]
+    tasks = package.spec.root.dag.tasks
+    context = {"pipeline_job_uuid": run_id, "pipeline_job_name": f"{package.spec.pipeline_info.name}-{run_id[:8]}"}
+
+    def start(name: str) -> tuple[subprocess.Popen, TaskResult, object]:
+        task = tasks[name]
         container = executors[package.executor_label(name)].container
         values = _task_inputs(task, run_parameters)
-        context = {"pipeline_job_uuid": run_id, "pipeline_job_name": f"{package.spec.pipeline_info.name}-{run_id[:8]}"}
-        command = [_substitute(part, values, context, name) for part in [*container.command, *container.args]]
+        launcher = _launcher_outputs(package, name, os.path.join(output_dir, KFP_OUTPUTS_DIR, run_id, task.task_info.name or name))
+        command = [_substitute(part, values, context, name, launcher) for part in [*container.command, *container.args]]
         env = {**environment, **{variable.name: variable.value for variable in container.env}}
         display = task.task_info.name or name
-        log_path = os.path.join(log_dir, f"{display}.log")
-        started = time.time()
-        progress(f"[{index}/{len(order)}] {display} ...")
-        with open(log_path, "w") as log:
-            returncode = subprocess.call(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        state = _last_state(log_path)
-        seconds = time.time() - started
-        results.append(TaskResult(display, state, seconds, log_path))
-        if returncode != 0:
-            raise PackageError(f"task {display} failed (exit {returncode}): {_last_error(log_path)} (log: {log_path})")
-        progress(f"[{index}/{len(order)}] {display} {state.lower()} in {seconds:.0f}s")
+        result = TaskResult(display, "RUNNING", 0.0, os.path.join(log_dir, f"{display}.log"), started=time.time())
+        progress(f"[{order.index(name) + 1}/{len(order)}] {display} ...")
+        log = open(result.log, "w")
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), result, log
+
+    pending = list(order)
+    running: dict[str, tuple[subprocess.Popen, TaskResult, object]] = {}
+    done: set[str] = set()
+    results: list[TaskResult] = []
+    failure: str | None = None
+    while pending or running:
+        if failure is None:
+            ready = [name for name in pending if set(tasks[name].dependent_tasks) <= done]
+            for name in ready[: max(1, parallelism) - len(running)]:
+                pending.remove(name)
+                running[name] = start(name)
+        if not running:
+            break  # a failure stopped the rest
+        finished = _wait_any(running)
+        process, result, log = running.pop(finished)
+        log.close()
+        result.ended = time.time()
+        result.seconds = result.ended - result.started
+        result.state = _last_state(result.log)
+        results.append(result)
+        index = f"[{order.index(finished) + 1}/{len(order)}]"
+        if process.returncode != 0:
+            progress(f"{index} {result.name} failed in {result.seconds:.0f}s")
+            failure = failure or (
+                f"task {result.name} failed (exit {process.returncode}): {_last_error(result.log)} (log: {result.log})"
+            )
+            continue
+        done.add(finished)
+        progress(f"{index} {result.name} {result.state.lower()} in {result.seconds:.0f}s")
+    if failure:
+        raise PackageError(failure)
     return run_id, results
+
+
+def _wait_any(running: dict) -> str:
+    """The name of a running task that has ended (polling: the tasks are minutes long)."""
+    while True:
+        for name, (process, _, _) in running.items():
+            if process.poll() is not None:
+                return name
+        time.sleep(0.2)
+
+
+# Tasks at once against a database server, unless told otherwise (Argo runs every ready task; the
+# demo package's widest level is three: StatisticsGen beside the span resolver, Evaluator beside ServingCheck).
+DEFAULT_PARALLELISM = 4
+SQLITE_SEQUENTIAL = (
+    "SQLite takes one writer at a time and its file lock is not safe across the processes of parallel tasks: "
+    "tasks run one by one; --metadata postgresql://... runs them side by side, as the cluster does"
+)
+
+
+def parallelism_for(url: str, asked: int | None) -> tuple[int, str | None]:
+    """(tasks at once, why fewer than asked) for a store: SQLite is sequential, a server runs `asked` (default 4)."""
+    if url.startswith("sqlite:"):
+        return 1, None if asked == 1 else SQLITE_SEQUENTIAL
+    if asked is not None and asked < 1:
+        raise PackageError(f"--parallelism must be at least 1, got {asked}")
+    return asked or DEFAULT_PARALLELISM, None
 
 
 def store_url(output_dir: str) -> str:
     """The rehearsal's default store: `<output>/metadata.sqlite`, as `vocdet run` keeps it."""
     return f"sqlite://{os.path.abspath(config_lib.metadata_path(output_dir))}"
+
+
+def ui_lines(package: Package, output_dir: str, run_id: str) -> list[str]:
+    """What KFP's UI would show for the run: each task's scalar metrics, and where each report is."""
+    lines = []
+    root = os.path.join(output_dir, KFP_OUTPUTS_DIR, run_id)
+    for name in package.task_order():
+        task = package.spec.root.dag.tasks[name]
+        folder = os.path.join(root, task.task_info.name or name)
+        metadata_file = os.path.join(folder, OUTPUT_METADATA_FILE)
+        if not os.path.exists(metadata_file):
+            continue
+        with open(metadata_file) as handle:
+            recorded = json.load(handle).get("artifacts", {})
+        component = package.spec.components[task.component_ref.name]
+        for output, spec in component.output_definitions.artifacts.items():
+            kind = spec.artifact_type.schema_title
+            values = (recorded.get(output, {}).get("artifacts") or [{}])[0].get("metadata")
+            if values:
+                shown = ", ".join(f"{key} {value:.4g}" for key, value in sorted(values.items()))
+                lines.append(f"{task.task_info.name} {output} ({kind}): {shown}")
+            else:
+                lines.append(f"{task.task_info.name} {output} ({kind}): {os.path.join(folder, output)}")
+    return lines
 
 
 def _parameter_text(value) -> str:
@@ -205,8 +294,34 @@ def _task_inputs(task, run_parameters: dict[str, str]) -> dict[str, str]:
     return values
 
 
-def _substitute(text: str, inputs: dict[str, str], context: dict[str, str], task: str) -> str:
+def _launcher_outputs(package: Package, task_name: str, folder: str) -> dict:
+    """KFP's launcher's part for one task's output artefacts: their local paths, and the executor input.
+
+    As `launcher_v2.go` does (see `pipeline.kubeflow.outputs`): each declared artefact gets a local
+    path, here `<folder>/<name>`, and the executor input names the output-metadata file, here
+    `<folder>/output_metadata.json`, beside the artefact files the launcher would upload.
+    """
+    component = package.spec.components[package.spec.root.dag.tasks[task_name].component_ref.name]
+    artifacts = component.output_definitions.artifacts
+    paths = {name: os.path.abspath(os.path.join(folder, name)) for name in artifacts}
+    executor_input = {
+        "outputs": {
+            "artifacts": {
+                name: {"artifacts": [{"name": name, "type": {"schemaTitle": spec.artifact_type.schema_title},
+                                      "uri": f"file://{paths[name]}"}]}
+                for name, spec in artifacts.items()
+            },
+            "outputFile": os.path.abspath(os.path.join(folder, OUTPUT_METADATA_FILE)),
+        }
+    }
+    return {"paths": paths, "executor_input": json.dumps(executor_input)}
+
+
+def _substitute(text: str, inputs: dict[str, str], context: dict[str, str], task: str, launcher: dict | None = None) -> str:
     text = _INPUT_PARAMETER.sub(lambda match: inputs[match.group(1)], text)
+    if launcher is not None:
+        text = _OUTPUT_PATH.sub(lambda match: launcher["paths"][match.group(1)], text)
+        text = text.replace("{{$}}", launcher["executor_input"])
     for key, value in context.items():
         text = text.replace("{{$.%s}}" % key, value)
     leftover = _PLACEHOLDER.search(text)

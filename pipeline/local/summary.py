@@ -88,11 +88,11 @@ def ingest_counts(examples_uri: str) -> dict[str, dict[str, int]]:
 
 
 def ingest_notes(examples_uri: str) -> list[str]:
-    """How the splits were made, and images found twice, from the VOC ExampleGen's report (none for tfds)."""
+    """The repairs by kind, how the splits were made, and images found twice, from the VOC ExampleGen's report (none for tfds)."""
     from vocdet.components.voc_example_gen import executor as voc_executor
 
     report_dir = os.path.join(examples_uri, voc_executor.REPORT_DIR)
-    notes = []
+    notes = voc_executor.repair_lines(examples_uri)  # turned upright, rescaled from <size>, names read case-blind
     split_file = os.path.join(report_dir, voc_executor.SPLIT_FILE)
     if os.path.exists(split_file):
         with open(split_file) as handle:

@@ -211,8 +211,11 @@ def connect(url: StoreUrl, password: str | None = None, *, wait_seconds: float =
 
 
 def prepare(url: StoreUrl, password: str | None = None, *, wait_seconds: float = DEFAULT_WAIT_SECONDS, log=None):
-    """Creates the store's schema, or upgrades an older one, once, before the tasks connect to it."""
-    return connect(url, password, wait_seconds=wait_seconds, upgrade=True, log=log)
+    """Creates the store's schema, or upgrades an older one, once, before the tasks connect to it.
+
+    A gRPC server keeps its own schema (ML Metadata refuses an upgrade through its client): only waited for.
+    """
+    return connect(url, password, wait_seconds=wait_seconds, upgrade=url.scheme != "grpc", log=log)
 
 
 def _reason(error: Exception, logged: str) -> str:
