@@ -67,9 +67,9 @@ def pipeline_run(small_voc_root, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def postgres():
-    """A real PostgreSQL 15 server, with password authentication, for the session (tests/postgres.py)."""
-    from tests.postgres import postgres_server
+def mysql():
+    """A real MySQL-protocol server (MariaDB), with password authentication, for the session (tests/mysql.py)."""
+    from tests.mysql import mysql_server
 
-    with postgres_server() as server:
+    with mysql_server() as server:
         yield server

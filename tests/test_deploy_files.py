@@ -300,11 +300,12 @@ def test_the_metadata_store_is_what_the_compiled_tasks_reach(manifests, tmp_path
     secret = _named(manifests, "Secret", kubeflow.metadata_secret)
     (container,) = statefulset["spec"]["template"]["spec"]["containers"]
     env = {variable["name"]: variable for variable in container["env"]}
-    assert (url.scheme, url.user, url.database) == ("postgresql", env["POSTGRES_USER"]["value"], env["POSTGRES_DB"]["value"])
-    assert env["POSTGRES_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": kubeflow.metadata_secret_key}
+    assert (url.scheme, url.user, url.database) == ("mysql", env["MYSQL_USER"]["value"], env["MYSQL_DATABASE"]["value"])
+    assert env["MYSQL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": secret["metadata"]["name"], "key": kubeflow.metadata_secret_key}
     assert kubeflow.metadata_secret_key in secret["stringData"]
-    assert container["args"][0].startswith(f'if [ "$POSTGRES_PASSWORD" = {secret["stringData"][kubeflow.metadata_secret_key]} ]')
-    assert container["image"].startswith("postgres:15@sha256:")
+    assert container["args"][0].startswith(f'if [ "$MYSQL_PASSWORD" = {secret["stringData"][kubeflow.metadata_secret_key]} ]')
+    assert "--default-authentication-plugin=mysql_native_password" in container["args"][0]  # ML Metadata's client
+    assert container["image"].startswith("mysql:8.0@sha256:")
     assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(container)
     (port,) = service["spec"]["ports"]
     assert port["port"] == url.port and service["spec"]["selector"] == statefulset["spec"]["selector"]["matchLabels"]

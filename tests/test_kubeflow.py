@@ -290,7 +290,7 @@ def test_compile_warns_about_a_tag_only_image_and_refuses_latest(tmp_path, capsy
 
 
 def test_the_default_package_never_names_kfps_removed_store_and_grpc_is_still_possible(compiled, tmp_path):
-    """kubeflow/pipelines#13986 removed metadata-grpc-service: the default is vocdet's own PostgreSQL store;
+    """kubeflow/pipelines#13986 removed metadata-grpc-service: the default is vocdet's own MySQL store;
     `kubeflow.metadata: grpc://...` names an ML Metadata server instead, with no password to carry."""
     _, _, _, text = compiled
     assert "metadata-grpc-service" not in text and config_lib.KubeflowConfig().metadata in text
@@ -300,7 +300,7 @@ def test_the_default_package_never_names_kfps_removed_store_and_grpc_is_still_po
     for name, (task_name, _) in _task_by_node(spec).items():
         args = list(_executors(spec)[_executor_label(spec, task_name)].container.args)
         assert args[args.index("--metadata") + 1] == "grpc://metadata-grpc-service.kubeflow:8080", name
-    assert "postgresql://" not in grpc_text
+    assert "mysql://" not in grpc_text
     assert all(not executor.secret_as_env for executor in kubernetes.values())
 
 
@@ -312,7 +312,7 @@ def test_no_password_in_the_package(tmp_path, monkeypatch, capsys):
     assert password not in text and metadata_store.PASSWORD_ENV in text
     capsys.readouterr()
     overrides = tmp_path / "leaky.yaml"
-    overrides.write_text(yaml.safe_dump({"kubeflow": {"metadata": f"postgresql://vocdet:{password}@db:5432/mlmd"}}))
+    overrides.write_text(yaml.safe_dump({"kubeflow": {"metadata": f"mysql://vocdet:{password}@db:3306/mlmd"}}))
     assert cli.main(["compile", "--image", IMAGE, "--out", str(tmp_path / "leaky.yaml.out.yaml"), "--config", str(overrides)]) == 2
     (line,) = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert "kubeflow.metadata" in line and "password" in line and password not in line

@@ -1,6 +1,6 @@
 """The compiled Kubeflow package, run: `vocdet run --package` executes each task's own command and
 arguments from the YAML, in dependency order, each as its own process, against a local ML Metadata
-store (an SQLite file, or a real PostgreSQL server as the cluster's store), with the PVC mount as a
+store (an SQLite file, or a real MySQL server as the cluster's store), with the PVC mount as a
 local folder. Assertions are read from ML Metadata."""
 
 import contextlib
@@ -18,7 +18,7 @@ from ml_metadata.metadata_store import metadata_store
 from tfx.orchestration import metadata
 
 from vocdet.pipeline import cli
-from tests.postgres import PASSWORD
+from tests.mysql import PASSWORD
 from vocdet.pipeline.kubeflow import compiler
 from vocdet.pipeline.kubeflow import node as kubeflow_node
 from vocdet.pipeline.metadata import store as store_lib
@@ -107,19 +107,19 @@ def _assert_one_execution_per_node(store, package: str, run_id: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def demo_package_runs(small_voc_root, tmp_path_factory, postgres):
-    """A demo-preset package compiled and run twice, nothing changed, against a PostgreSQL server, tasks in
+def demo_package_runs(small_voc_root, tmp_path_factory, mysql):
+    """A demo-preset package compiled and run twice, nothing changed, against a MySQL server, tasks in
     parallel as Argo runs them: (package, output, metadata URL, first, second, first run's progress lines)."""
     folder = tmp_path_factory.mktemp("package")
     package = _compile(folder, TINY)
     output = str(folder / "output")
-    url = postgres.create_database("demo_package")
+    url = mysql.create_database("demo_package")
     lines: list[str] = []
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(store_lib.PASSWORD_ENV, PASSWORD)  # the tasks read it, as on the cluster
         first = _run(package, small_voc_root, output, url, lines)
         second = _run(package, small_voc_root, output, url)
-    print(f"\npackage run (parallel, PostgreSQL): {first[1]:.0f}s; rerun with nothing changed: {second[1]:.0f}s")
+    print(f"\npackage run (parallel, MySQL): {first[1]:.0f}s; rerun with nothing changed: {second[1]:.0f}s")
     return package, output, url, first, second, lines
 
 
@@ -168,13 +168,13 @@ def test_a_rerun_with_nothing_changed_is_served_from_tfx_cache(demo_package_runs
 
 @pytest.mark.e2e
 def test_a_scheduled_run_on_a_new_span_trains_on_both_and_starts_from_the_blessed_model(
-    small_voc_root, tmp_path, postgres, monkeypatch
+    small_voc_root, tmp_path, mysql, monkeypatch
 ):
     """Run 1 ingests span 1; span 2 arrives; run 2 of the same package ingests span 2, trains on spans 1
     and 2 (train_on_last_spans: 2), warm-starts from run 1's blessed model and compares with it. Against
-    a real PostgreSQL server, the cluster's store, starting from an empty database."""
+    a real MySQL server, the cluster's store, starting from an empty database."""
     monkeypatch.setenv(store_lib.PASSWORD_ENV, PASSWORD)
-    url = postgres.create_database("two_spans")
+    url = mysql.create_database("two_spans")
     root = tmp_path / "drops"
     shutil.copytree(os.path.join(small_voc_root, "VOC2007"), root / "span-1" / "VOC2007")
     package = _compile(tmp_path, {**TINY, "data": {"train_on_last_spans": 2}}, "--spans", "--warm-start")
@@ -233,3 +233,30 @@ def test_the_tasks_fill_what_kfps_ui_shows_also_from_tfxs_cache(demo_package_run
         assert ("Pushed version" if run_id == first_run else "version") in push, push
     shown = [line for line in lines if line.strip().startswith("CocoEvaluator metrics (system.Metrics):")]
     assert len(shown) == 1 and f"coco/AP50 {expected['coco/AP50']:.4g}" in shown[0]
+
+
+@pytest.mark.e2e
+def test_the_html_report_shows_its_pr_curves_in_a_real_browser(demo_package_runs, tmp_path):
+    """KFP's UI shows a system.HTML artefact in a sandboxed iframe, with nothing else to load: opened from its
+    file alone in headless Chromium (Debian's), the page shows the PR-curve picture (matplotlib's blue lines)."""
+    import numpy as np
+    from PIL import Image
+
+    package, output, url, (first_run, _), _, _ = demo_package_runs
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "Chromium is not installed: apt-get install chromium (.ci/run installs it)"
+    page = tmp_path / "report.html"
+    shutil.copy(os.path.join(output, package_runner.KFP_OUTPUTS_DIR, first_run, "CocoEvaluator", "report_html"), page)
+    shot = tmp_path / "report.png"
+    completed = subprocess.run(
+        [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--window-size=1280,1700",
+         f"--screenshot={shot}", page.as_uri()],
+        capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert completed.returncode == 0 and shot.exists(), completed.stderr[-2000:]
+    pixels = np.asarray(Image.open(shot).convert("RGB")).astype(int)
+    curve_blue = np.abs(pixels - np.array([99, 141, 184])).max(axis=-1) <= 24
+    rows = np.flatnonzero(curve_blue.sum(axis=1) > 20)
+    print(f"\nscreenshot {shot}: {int(curve_blue.sum())} PR-curve pixels in rows {rows.min() if rows.size else None}..")
+    assert curve_blue.sum() > 2000  # the picture's curves, rendered from the embedded data: URI
+    shutil.copy(shot, os.path.join(output, "report-screenshot.png"))

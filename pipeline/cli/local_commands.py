@@ -37,7 +37,7 @@ def add_commands(commands) -> None:
     run.add_argument(
         "--metadata",
         metavar="URL",
-        help="(--package) the ML Metadata store its tasks use, e.g. postgresql://USER@localhost:5432/mlmd, password "
+        help="(--package) the ML Metadata store its tasks use, e.g. mysql://USER@localhost:3306/mlmd, password "
         "from $VOCDET_METADATA_PASSWORD (default: an SQLite file in --output)",
     )
     run.add_argument(

@@ -142,10 +142,10 @@ class KubeflowConfig:
     # pipeline root, mounted in every task; empty: none, or the nodes' own credentials (GKE Workload Identity).
     object_store_secret: str = ""
     object_store_secret_key: str = "key.json"
-    # vocdet's ML Metadata store: postgresql://USER@HOST:PORT/DB (k8s/metadata-store.yaml), mysql://...,
-    # or grpc://HOST:PORT (an ML Metadata server, e.g. KFP's metadata-grpc-service where it still runs). Never a
-    # password: the tasks read it from $VOCDET_METADATA_PASSWORD, filled from `metadata_secret`.
-    metadata: str = "postgresql://vocdet@vocdet-metadata:5432/mlmd"
+    # vocdet's ML Metadata store: mysql://USER@HOST:PORT/DB (k8s/metadata-store.yaml), or grpc://HOST:PORT (an
+    # ML Metadata server, e.g. KFP's metadata-grpc-service where it still runs). Never a password: the tasks
+    # read it from $VOCDET_METADATA_PASSWORD, filled from `metadata_secret`.
+    metadata: str = "mysql://vocdet@vocdet-metadata:3306/mlmd"
     # The Kubernetes secret (and its key) with the store's password, put into every task's environment.
     metadata_secret: str = "vocdet-metadata"
     metadata_secret_key: str = "password"
@@ -193,7 +193,7 @@ class KubeflowConfig:
         if metadata_store.StoreUrl.parse(self.metadata).scheme == "sqlite":
             raise ValueError(
                 "kubeflow.metadata: an SQLite file cannot serve tasks running at once on several nodes; name a "
-                "postgresql://, mysql:// or grpc:// store"
+                "mysql:// or grpc:// store"
             )
         if self.metadata_wait_seconds < 0:
             raise ValueError(f"kubeflow.metadata_wait_seconds must be >= 0, got {self.metadata_wait_seconds}")

@@ -234,7 +234,7 @@ def _wait_any(running: dict) -> str:
 DEFAULT_PARALLELISM = 4
 SQLITE_SEQUENTIAL = (
     "SQLite takes one writer at a time and its file lock is not safe across the processes of parallel tasks: "
-    "tasks run one by one; --metadata postgresql://... runs them side by side, as the cluster does"
+    "tasks run one by one; --metadata mysql://... runs them side by side, as the cluster does"
 )
 
 

@@ -2,12 +2,15 @@
 
 URLs (`kubeflow.metadata`, `vocdet run --package --metadata`):
 
-- `postgresql://USER@HOST[:PORT]/DATABASE[?sslmode=MODE]`: ML Metadata 1.16's own PostgreSQL
-  client (`ConnectionConfig.postgresql`), the store `k8s/metadata-store.yaml` deploys;
-- `mysql://USER@HOST[:PORT]/DATABASE`: its MySQL client (`ConnectionConfig.mysql`);
+- `mysql://USER@HOST[:PORT]/DATABASE`: ML Metadata 1.16's own MySQL client
+  (`ConnectionConfig.mysql`), the store `k8s/metadata-store.yaml` deploys (MySQL 8.0; MariaDB too);
 - `grpc://HOST[:PORT]`: an ML Metadata gRPC server, such as KFP's `metadata-grpc-service` on a KFP
   release that still has it;
 - `sqlite:///PATH`: a file, as `vocdet run` uses.
+
+`postgresql://` is refused: ML Metadata 1.16's PostgreSQL backend builds SQL that breaks on a string
+holding a backslash (tested: `tests/test_metadata_store.py`), and TFX records such strings, e.g. the
+error message of every failed execution.
 
 The password is never in the URL (it would end up in the compiled package, which KFP stores and
 shows): the tasks read it from `$VOCDET_METADATA_PASSWORD`, which kfp-kubernetes fills from a
@@ -16,9 +19,11 @@ Kubernetes secret.
 `connect` waits for a store that is not up yet (a pod starting, a database restarting) with
 backoff, for a bounded time, and then fails in one line naming the host and what to check. A store
 that refuses the credentials fails at once. ML Metadata creates its schema on the first connection,
-and concurrent first connections to an empty PostgreSQL database fail with "duplicate key value
-violates unique constraint" (kubeflow/metadata#228 for MySQL's form): those are retried too, and
-`prepare` creates (or upgrades) the schema once before the tasks fan out.
+and concurrent first connections to an empty database can fail ("MLMDEnv table exists but no
+schema_version", kubeflow/metadata#228): those are retried too, and `prepare` creates (or upgrades)
+the schema once before the tasks fan out. ML Metadata's MySQL
+client gives no reason when it cannot connect, so the server's own greeting tells a server that is
+not up from one that refused the credentials.
 """
 
 from __future__ import annotations
@@ -33,8 +38,13 @@ import urllib.parse
 
 # The environment variable the store's password is read from, in every task and command.
 PASSWORD_ENV = "VOCDET_METADATA_PASSWORD"
-DEFAULT_PORTS = {"postgresql": 5432, "mysql": 3306, "grpc": 8080}
-SCHEMES = ("postgresql", "mysql", "grpc", "sqlite")
+DEFAULT_PORTS = {"mysql": 3306, "grpc": 8080}
+SCHEMES = ("mysql", "grpc", "sqlite")
+# Schemes ML Metadata 1.16 connects to but vocdet refuses, and why.
+REFUSED_SCHEMES = {
+    "postgresql": "ML Metadata 1.16's PostgreSQL backend cannot store a string holding a backslash (TFX records "
+    "such strings: every failed execution's message); use mysql:// (MySQL 8.0 or MariaDB)",
+}
 # How long a task waits for a store that is not up, by default (a database pod's start, a restart).
 DEFAULT_WAIT_SECONDS = 300.0
 # Backoff between attempts: doubling from the first, capped, with jitter (tasks start together).
@@ -60,7 +70,8 @@ _UNREACHABLE = (
 )
 # Concurrent first connections creating the schema (safe to retry: the first one wins).
 _SCHEMA_RACE = ("duplicate key value violates unique constraint", "mlmdenv table exists but no schema_version",
-                "already exists", "deadlock")
+                "already exists", "deadlock", "duplicate entry", "lock wait timeout",
+                "concurrent connection to the empty database", "table definition has changed")
 # The credentials were refused: waiting does not help.
 _REFUSED = ("password authentication failed", "no password supplied", "access denied for user",
             "role \"", "authentication failed")
@@ -80,12 +91,13 @@ class StoreUrl:
     user: str = ""
     database: str = ""
     path: str = ""
-    sslmode: str = ""
 
     @classmethod
     def parse(cls, url: str, setting: str = "kubeflow.metadata") -> "StoreUrl":
         parts = urllib.parse.urlsplit(url)
         scheme = parts.scheme
+        if scheme in REFUSED_SCHEMES:
+            raise ValueError(f"{setting}: {scheme}:// is not supported: {REFUSED_SCHEMES[scheme]}")
         if scheme not in SCHEMES:
             raise ValueError(f"{setting}: {url!r} is not a metadata URL ({', '.join(s + '://' for s in SCHEMES)})")
         if scheme == "sqlite":
@@ -111,24 +123,20 @@ class StoreUrl:
             return cls("grpc", host=parts.hostname, port=port)
         if not parts.username or not database:
             raise ValueError(f"{setting}: {url!r} needs a user and a database ({scheme}://USER@HOST:PORT/DATABASE)")
-        query = urllib.parse.parse_qs(parts.query)
-        unknown = set(query) - ({"sslmode"} if scheme == "postgresql" else set())
-        if unknown:
-            raise ValueError(f"{setting}: {url!r} has an unknown option {sorted(unknown)[0]!r}")
-        sslmode = query.get("sslmode", [""])[-1]
-        return cls(scheme, host=parts.hostname, port=port, user=parts.username, database=database, sslmode=sslmode)
+        if parts.query:
+            raise ValueError(f"{setting}: {url!r} has options ({parts.query}); vocdet's store URL takes none")
+        return cls(scheme, host=parts.hostname, port=port, user=parts.username, database=database)
 
     @property
     def needs_password(self) -> bool:
-        return self.scheme in ("postgresql", "mysql")
+        return self.scheme == "mysql"
 
     def __str__(self) -> str:
         if self.scheme == "sqlite":
             return f"sqlite://{self.path}" if self.path.startswith("/") else f"sqlite:{self.path}"
         if self.scheme == "grpc":
             return f"grpc://{self.host}:{self.port}"
-        query = f"?sslmode={self.sslmode}" if self.sslmode else ""
-        return f"{self.scheme}://{self.user}@{self.host}:{self.port}/{self.database}{query}"
+        return f"{self.scheme}://{self.user}@{self.host}:{self.port}/{self.database}"
 
     def connection_config(self, password: str | None = None):
         """ML Metadata's connection config (`ConnectionConfig`, or `MetadataStoreClientConfig` for gRPC)."""
@@ -140,14 +148,6 @@ class StoreUrl:
         if self.scheme == "sqlite":
             config.sqlite.filename_uri = self.path
             config.sqlite.connection_mode = metadata_store_pb2.SqliteMetadataSourceConfig.READWRITE_OPENCREATE
-        elif self.scheme == "postgresql":
-            config.postgresql.host = self.host
-            config.postgresql.port = str(self.port)
-            config.postgresql.user = self.user
-            config.postgresql.dbname = self.database
-            config.postgresql.password = password or ""
-            if self.sslmode:
-                config.postgresql.ssloption.sslmode = self.sslmode
         else:
             config.mysql.host = self.host
             config.mysql.port = self.port
@@ -190,11 +190,15 @@ def connect(url: StoreUrl, password: str | None = None, *, wait_seconds: float =
                 return store
             except Exception as error:  # ML Metadata raises RuntimeError and its own errors module's
                 failure = error
-        reason = _reason(failure, captured())
-        kind = _kind(reason)
+        full = _full_reason(failure, captured())
+        kind, reason = _kind(full), _shortened(full)
+        if url.scheme == "mysql" and kind == "other" and "mysql_real_connect failed" in reason:
+            # ML Metadata's MySQL client says nothing more for a server that is down and for refused
+            # credentials: ask the server itself, which greets every client first (its handshake).
+            kind, reason = _mysql_greeting(url.host, url.port)
         if kind == "refused":
             raise StoreError(f"{url}: the store refused the credentials ({reason}); check the password in "
-                             f"${PASSWORD_ENV} (the store's secret) and the user") from None
+                             f"${PASSWORD_ENV} (the store's secret), the user and its grants") from None
         if kind == "other":
             raise StoreError(f"{url}: {reason}") from None
         remaining = deadline - time.monotonic()
@@ -218,8 +222,16 @@ def prepare(url: StoreUrl, password: str | None = None, *, wait_seconds: float =
     return connect(url, password, wait_seconds=wait_seconds, upgrade=url.scheme != "grpc", log=log)
 
 
-def _reason(error: Exception, logged: str) -> str:
-    """The database's own words: ML Metadata logs them (glog) and raises "connection pointer is NULL"."""
+# The longest reason a one-line message quotes (ML Metadata's can list every table it checked).
+_REASON_CHARS = 300
+
+
+def _shortened(reason: str) -> str:
+    return reason if len(reason) <= _REASON_CHARS else reason[: _REASON_CHARS - 3] + "..."
+
+
+def _full_reason(error: Exception, logged: str) -> str:
+    """The database's own words (ML Metadata logs some only through glog, and raises "connection pointer is NULL")."""
     lines = [line.split("] ", 1)[-1].strip() for line in logged.splitlines() if "error" in line.lower()]
     message = " ".join(str(error).split())
     if lines:
@@ -228,6 +240,28 @@ def _reason(error: Exception, logged: str) -> str:
             return detail
         return f"{message} ({detail})" if detail not in message else message
     return message or type(error).__name__
+
+
+def _mysql_greeting(host: str, port: int, timeout: float = 5.0) -> tuple[str, str]:
+    """(kind, reason) from a MySQL server's first packet: no answer is "retry", a greeting means it is up
+    and refused us ("refused"), an error packet is the server's own reason (too many connections: "retry")."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as connection:
+            header = connection.recv(4)
+            payload = connection.recv(max(0, int.from_bytes(header[:3], "little")))
+    except OSError as error:
+        return "retry", f"cannot connect to {host}:{port} ({error.strerror or error})"
+    if payload[:1] == b"\x0a":  # protocol 10's greeting, then the server's version
+        version = payload[1:].split(b"\0", 1)[0].decode(errors="replace")
+        return "refused", f"server {version} is up; access denied (user, password or database)"
+    if payload[:1] == b"\xff" and len(payload) >= 3:
+        code = int.from_bytes(payload[1:3], "little")
+        message = payload[3:].decode(errors="replace").lstrip("#").strip()
+        # 1040: too many connections; 1129: host blocked after connection errors (flush-hosts).
+        return ("retry" if code == 1040 else "other"), f"MySQL error {code}: {message}"
+    return "retry", f"{host}:{port} answered no MySQL greeting"
 
 
 def _kind(reason: str) -> str:
