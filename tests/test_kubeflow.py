@@ -320,7 +320,7 @@ def test_no_password_in_the_package(tmp_path, monkeypatch, capsys):
 
 
 def test_the_result_tasks_declare_kfp_output_artefacts_and_pass_the_launcher_contract(compiled):
-    """CocoEvaluator, ExampleGen and Pusher declare system.* outputs (read with KFP's PipelineSpec proto), and
+    """CocoEvaluator, ExampleGen, Trainer and Pusher declare system.* outputs (read with KFP's PipelineSpec proto), and
     get the executor input ({{$}}, whose outputs.outputFile the launcher reads) and each output's local path."""
     _, spec, _, _ = compiled
     by_node = _task_by_node(spec)
@@ -328,6 +328,7 @@ def test_the_result_tasks_declare_kfp_output_artefacts_and_pass_the_launcher_con
         "CocoEvaluator": {"metrics": "system.Metrics", "report": "system.Markdown", "report_html": "system.HTML"},
         "FileBasedExampleGen": {"ingest_report": "system.Markdown"},
         "Pusher": {"push": "system.Markdown"},
+        "Trainer": {"training": "system.Metrics", "starting_weights": "system.Markdown"},
     }
     for node_id, (task_name, task) in by_node.items():
         component = spec.components[task.component_ref.name]

@@ -200,6 +200,16 @@ def test_a_scheduled_run_on_a_new_span_trains_on_both_and_starts_from_the_blesse
     assert len(trainer["examples"]) == 2  # Transform's output for each span
     assert [a.id for a in trainer["base_model"]] == [first_model.id]
     assert [a.id for a in _inputs(store, second_run, "CocoEvaluator")["baseline_model"]] == [first_model.id]
+    # What KFP's UI shows for run 2: run 1's model as the baseline, scored on the same (copied) images.
+    def shown_metrics(run_id):
+        path = os.path.join(output, package_runner.KFP_OUTPUTS_DIR, run_id, "CocoEvaluator", package_runner.OUTPUT_METADATA_FILE)
+        with open(path) as handle:
+            return json.load(handle)["artifacts"]["metrics"]["artifacts"][0]["metadata"]
+
+    first, second = shown_metrics(first_run), shown_metrics(second_run)
+    assert not any(key.startswith("baseline/") for key in first)
+    for key in ("coco/AP", "coco/AP50", "voc/mAP50_11point"):
+        assert second[f"baseline/{key}"] == pytest.approx(first[key], abs=1e-6), key
 
 
 @pytest.mark.e2e
@@ -228,6 +238,12 @@ def test_the_tasks_fill_what_kfps_ui_shows_also_from_tfxs_cache(demo_package_run
         assert html.count('src="data:image/png;base64,') == 2 and "<table>" in html
         with open(os.path.join(folder, "FileBasedExampleGen", "ingest_report")) as handle:
             assert "| train |" in handle.read()
+        with open(os.path.join(folder, "Trainer", package_runner.OUTPUT_METADATA_FILE)) as handle:
+            (training,) = json.load(handle)["artifacts"]["training"]["artifacts"]
+        assert (training["metadata"]["epochs"], training["metadata"]["steps"]) == (1, 2)  # TINY's schedule
+        assert training["metadata"]["final/loss"] > 0 and training["metadata"]["final/images_per_s"] > 0
+        with open(os.path.join(folder, "Trainer", "starting_weights")) as handle:
+            assert handle.read().startswith("# Training\n\nStarted from ")
         with open(os.path.join(folder, "Pusher", "push")) as handle:
             push = handle.read()
         assert ("Pushed version" if run_id == first_run else "version") in push, push

@@ -7,10 +7,13 @@ pipeline, the model builder, the callbacks and the serving export.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import sys
 import tempfile
 
+import tensorflow as tf
 import tensorflow_transform as tft
 
 from vocdet.components.trainer import (
@@ -25,6 +28,7 @@ from vocdet.components.trainer import (
     warm_start,
 )
 from vocdet.components.settings import TrainerSettings
+from vocdet.components.trainer import TRAINING_RECORD_FILE
 from vocdet.components.trainer.retinanet import detector
 
 _logger = logging.getLogger(__name__)
@@ -67,7 +71,7 @@ def run_fn(fn_args) -> None:
     train_dataset = input_pipeline.make_dataset(
         fn_args.train_files, tf_transform_output, config.model, config.train, global_batch_size, training=True
     )
-    model.fit(
+    history = model.fit(
         train_dataset,
         epochs=config.train.epochs,
         steps_per_epoch=steps_per_epoch,
@@ -79,6 +83,10 @@ def run_fn(fn_args) -> None:
     )
 
     if distribution.is_chief():
+        _write_training_record(
+            fn_args.model_run_dir, history.history, config, steps_per_epoch, global_batch_size,
+            strategy.num_replicas_in_sync, _starting_weights(warm_started, fn_args.base_model, config.model),
+        )  # fmt: skip
         serving.export_serving_model(
             model, tf_transform_output, config.model, config.class_names, fn_args.serving_model_dir
         )
@@ -88,6 +96,36 @@ def run_fn(fn_args) -> None:
         # MultiWorkerMirroredStrategy: every worker takes part in the export; only the chief's copy is kept.
         with tempfile.TemporaryDirectory(prefix="vocdet-worker-export-") as scratch:
             serving.export_serving_model(model, tf_transform_output, config.model, config.class_names, scratch)
+
+
+def _starting_weights(warm_started: bool, base_model: str | None, model_config) -> str:
+    """What training started from, in words: the warm start's model, a checkpoint, backbone weights, or nothing."""
+    if warm_started:
+        return f"warm start from the latest blessed model {base_model}"
+    if model_config.init_checkpoint:
+        return f"the checkpoint {model_config.init_checkpoint}"
+    if model_config.backbone_weights:
+        return f"the {model_config.backbone} backbone's weights {model_config.backbone_weights}, the rest initialised"
+    return "random initialisation"
+
+
+def _write_training_record(model_run_dir: str, history: dict, config, steps_per_epoch: int, global_batch_size: int,
+                           replicas: int, starting_weights: str) -> None:
+    """`training.json` in the model_run artefact: the final epoch's losses and throughput, the schedule, the start.
+
+    What Kubeflow's UI shows for the Trainer (pipeline/kubeflow/outputs.py); after a resume, the
+    history holds the epochs trained since.
+    """
+    record = {
+        "final": {name: float(values[-1]) for name, values in history.items() if values},
+        "epochs": config.train.epochs,
+        "steps": steps_per_epoch * config.train.epochs,
+        "global_batch_size": global_batch_size,
+        "replicas": replicas,
+        "starting_weights": starting_weights,
+    }
+    with tf.io.gfile.GFile(os.path.join(model_run_dir, TRAINING_RECORD_FILE), "w") as handle:
+        handle.write(json.dumps(record, indent=1, sort_keys=True))
 
 
 def _profile_data(tf_transform_output, config, model_run_dir: str) -> None:

@@ -233,12 +233,8 @@ def run_node(args: argparse.Namespace, handoff: str | None = None) -> str:
         _write_handoff(handoff, f"{HANDOFF_SKIPPED} the chief's launcher ran no executor ({execution}: cached or skipped)")
     logging.info("Component %s is finished.", node_id)
     with metadata.Metadata(connection) as handle:
-        if args.kfp_executor_input:
-            # What KFP's UI shows: filled from this run's execution, reused artefacts included (a cache hit).
-            kfp_outputs.fill(
-                handle.store, node_ir.pipeline_info.id, node_id, args.run_id, args.kfp_executor_input,
-                dict(args.kfp_output or []),
-            )  # fmt: skip
+        if not args.tfjob_replica_of:  # a TFJob's chief: the Trainer's task fills them once the job ends
+            _fill_kfp_outputs(args, handle.store, node_ir.pipeline_info.id, node_id)
         return node_state(handle.store, node_ir.pipeline_info.id, node_id, args.run_id)
 
 
@@ -389,7 +385,14 @@ def submit_tfjob(args: argparse.Namespace, argv: list[str]) -> str:
     from tfx.orchestration import metadata
 
     with metadata.Metadata(_metadata_connection(args)) as handle:
+        _fill_kfp_outputs(args, handle.store, node_ir.pipeline_info.id, node_id)
         return node_state(handle.store, node_ir.pipeline_info.id, node_id, args.run_id)
+
+
+def _fill_kfp_outputs(args: argparse.Namespace, store, pipeline_name: str, node_id: str) -> None:
+    """What KFP's UI shows: filled from this run's execution, reused artefacts included (a cache hit)."""
+    if args.kfp_executor_input:
+        kfp_outputs.fill(store, pipeline_name, node_id, args.run_id, args.kfp_executor_input, dict(args.kfp_output or []))
 
 
 def replica_args(argv: list[str]) -> list[str]:

@@ -41,6 +41,7 @@ DECLARED = {
     "FileBasedExampleGen": {"ingest_report": MARKDOWN},
     "ImportExampleGen": {"ingest_report": MARKDOWN},
     "Pusher": {"push": MARKDOWN},
+    "Trainer": {"training": METRICS, "starting_weights": MARKDOWN},
 }
 # The evaluator's numbers a Kubeflow user compares between runs, by metrics.json key.
 EVALUATOR_METRICS = (
@@ -157,8 +158,23 @@ def _pusher(artifacts) -> dict:
     return {"push": f"# Push\n\nNothing pushed: {reason}.\n"}
 
 
+def _trainer(artifacts) -> dict:
+    """The final epoch's losses and images per second, epochs and steps; what training started from."""
+    from vocdet.components.trainer import TRAINING_RECORD_FILE
+
+    (model_run,) = artifacts[("OUTPUT", "model_run")]
+    path = os.path.join(model_run.uri, TRAINING_RECORD_FILE)
+    if not os.path.exists(path):  # a model trained before run_fn kept the record
+        return {"starting_weights": "# Training\n\nNo training record in this model's `model_run`.\n"}
+    with open(path) as handle:
+        record = json.load(handle)
+    metrics = {f"final/{name}": value for name, value in record["final"].items()}
+    metrics.update({key: record[key] for key in ("epochs", "steps", "global_batch_size", "replicas")})
+    return {"training": metrics, "starting_weights": f"# Training\n\nStarted from {record['starting_weights']}.\n"}
+
+
 _BUILDERS = {"CocoEvaluator": _evaluator, "FileBasedExampleGen": _example_gen, "ImportExampleGen": _example_gen,
-             "Pusher": _pusher}
+             "Pusher": _pusher, "Trainer": _trainer}
 
 
 def _within_limit(text: str) -> str:
