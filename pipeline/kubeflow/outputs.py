@@ -126,7 +126,7 @@ def _example_gen(artifacts) -> dict:
     (examples,) = artifacts[("OUTPUT", "examples")]
     counts = summary.ingest_counts(examples.uri)
     span = examples.custom_properties["span"].int_value if "span" in examples.custom_properties else None
-    lines = [f"# Ingest{f' of span {span}' if span is not None else ''}", "",
+    lines = [f"# Ingest{f' of span {span}' if span else ''}", "",
              "| split | written | repaired | rejected |", "|---|---|---|---|"]
     lines += [f"| {split} | {c['written']} | {c['repaired']} | {c['rejected']} |" for split, c in sorted(counts.items())]
     notes = summary.ingest_notes(examples.uri)
