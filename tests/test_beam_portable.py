@@ -38,6 +38,8 @@ def _package_beam_args(path) -> dict[str, list[str] | None]:
     for task in spec["root"]["dag"]["tasks"].values():
         label = spec["components"][task["componentRef"]["name"]]["executorLabel"]
         args = spec["deploymentSpec"]["executors"][label]["container"]["args"]
+        if "--node-ir" not in args:
+            continue  # PrepareMetadataStore: not a TFX node
         node_ir = json_format.Parse(args[args.index("--node-ir") + 1], pipeline_pb2.Pipeline())
         deployment = pipeline_pb2.IntermediateDeploymentConfig()
         node_ir.deployment_config.Unpack(deployment)

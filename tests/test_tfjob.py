@@ -60,7 +60,8 @@ def _task_command(package: package_runner.Package, node: str, run_id: str = RUN_
         parameters["data_root"] = data_root
     values = package_runner._task_inputs(task, parameters)
     context = {"pipeline_job_uuid": run_id, "pipeline_job_name": f"vocdet-{run_id[:8]}"}
-    return [package_runner._substitute(part, values, context, node) for part in [*container.command, *container.args]]
+    launcher = package_runner._launcher_outputs(package, node, "/tmp/kfp-launcher-outputs")  # the Trainer's, as KFP gives them
+    return [package_runner._substitute(part, values, context, node, launcher) for part in [*container.command, *container.args]]
 
 
 @pytest.fixture(scope="module")
