@@ -28,11 +28,9 @@ not up from one that refused the credentials.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import random
-import tempfile
 import time
 import urllib.parse
 
@@ -51,17 +49,8 @@ DEFAULT_WAIT_SECONDS = 300.0
 _FIRST_DELAY_SECONDS = 1.0
 _MAX_DELAY_SECONDS = 15.0
 
-# What the database answered, as ML Metadata's C++ client logs it (its Python error says only
-# "connection pointer is NULL"): a store that is not there yet, or not ready.
+# What the store answered when it is not there yet, or not ready (the MySQL client's and gRPC's words).
 _UNREACHABLE = (
-    "could not connect to server",
-    "connection refused",
-    "could not translate host name",
-    "the database system is starting up",
-    "the database system is shutting down",
-    "the database system is in recovery mode",
-    "timeout expired",
-    "server closed the connection",
     "can't connect to mysql server",
     "unknown mysql server host",
     "lost connection to mysql server",
@@ -69,12 +58,10 @@ _UNREACHABLE = (
     "deadline exceeded",
 )
 # Concurrent first connections creating the schema (safe to retry: the first one wins).
-_SCHEMA_RACE = ("duplicate key value violates unique constraint", "mlmdenv table exists but no schema_version",
-                "already exists", "deadlock", "duplicate entry", "lock wait timeout",
-                "concurrent connection to the empty database", "table definition has changed")
+_SCHEMA_RACE = ("mlmdenv table exists but no schema_version", "already exists", "deadlock", "duplicate entry",
+                "lock wait timeout", "concurrent connection to the empty database", "table definition has changed")
 # The credentials were refused: waiting does not help.
-_REFUSED = ("password authentication failed", "no password supplied", "access denied for user",
-            "role \"", "authentication failed")
+_REFUSED = ("access denied for user",)
 
 
 class StoreError(Exception):
@@ -183,14 +170,12 @@ def connect(url: StoreUrl, password: str | None = None, *, wait_seconds: float =
     attempt = 0
     while True:
         attempt += 1
-        with _captured_stderr() as captured:
-            try:
-                store = metadata_store.MetadataStore(config, enable_upgrade_migration=upgrade)
-                store.get_context_types()  # a gRPC client connects lazily: ask something
-                return store
-            except Exception as error:  # ML Metadata raises RuntimeError and its own errors module's
-                failure = error
-        full = _full_reason(failure, captured())
+        try:
+            store = metadata_store.MetadataStore(config, enable_upgrade_migration=upgrade)
+            store.get_context_types()  # a gRPC client connects lazily: ask something
+            return store
+        except Exception as error:  # ML Metadata raises RuntimeError and its own errors module's
+            full = " ".join(str(error).split()) or type(error).__name__
         kind, reason = _kind(full), _shortened(full)
         if url.scheme == "mysql" and kind == "other" and "mysql_real_connect failed" in reason:
             # ML Metadata's MySQL client says nothing more for a server that is down and for refused
@@ -230,18 +215,6 @@ def _shortened(reason: str) -> str:
     return reason if len(reason) <= _REASON_CHARS else reason[: _REASON_CHARS - 3] + "..."
 
 
-def _full_reason(error: Exception, logged: str) -> str:
-    """The database's own words (ML Metadata logs some only through glog, and raises "connection pointer is NULL")."""
-    lines = [line.split("] ", 1)[-1].strip() for line in logged.splitlines() if "error" in line.lower()]
-    message = " ".join(str(error).split())
-    if lines:
-        detail = " ".join(lines[-1].split())
-        if "connection pointer is NULL" in message or not message:
-            return detail
-        return f"{message} ({detail})" if detail not in message else message
-    return message or type(error).__name__
-
-
 def _mysql_greeting(host: str, port: int, timeout: float = 5.0) -> tuple[str, str]:
     """(kind, reason) from a MySQL server's first packet: no answer is "retry", a greeting means it is up
     and refused us ("refused"), an error packet is the server's own reason (too many connections: "retry")."""
@@ -271,20 +244,3 @@ def _kind(reason: str) -> str:
     if any(marker in text for marker in _UNREACHABLE) or any(marker in text for marker in _SCHEMA_RACE):
         return "retry"
     return "other"
-
-
-@contextlib.contextmanager
-def _captured_stderr():
-    """Yields a function returning what was written to file descriptor 2 (where glog writes) meanwhile."""
-    with tempfile.TemporaryFile(mode="w+b") as sink:
-        saved = os.dup(2)
-        os.dup2(sink.fileno(), 2)
-        text = {"value": ""}
-        try:
-            yield lambda: text["value"]
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            sink.seek(0)
-            text["value"] = sink.read().decode(errors="replace")
-            os.write(2, text["value"].encode())  # still in the task's log
