@@ -73,9 +73,9 @@ def create_pipeline(
     )
     for check in data_checks:
         transform.add_upstream_node(check)
-    # The latest blessed model: the Trainer's starting point with train.warm_start.
+    # The latest blessed model that no rollback withdrew: the Trainer's starting point with train.warm_start.
     latest_blessed_model = tfx.dsl.Resolver(
-        strategy_class=tfx.dsl.experimental.LatestBlessedModelStrategy,
+        strategy_class=LatestBlessedBaselineStrategy,
         model=tfx.dsl.Channel(type=tfx.types.standard_artifacts.Model),
         model_blessing=tfx.dsl.Channel(type=tfx.types.standard_artifacts.ModelBlessing),
     ).with_id("latest_blessed_model_resolver")

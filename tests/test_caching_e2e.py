@@ -9,6 +9,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx.orchestration import metadata
 
+from vocdet.components.atomic_pusher import push
 from vocdet.pipeline import cli
 from vocdet.pipeline.local import summary as run_summary
 
@@ -44,7 +45,7 @@ def test_reruns_redo_only_what_changed(small_voc_root, tmp_path):
     assert second["CocoEvaluator"] == "COMPLETE"
     # The Pusher ran again for the new blessing, and pushed nothing: the same model is being served.
     assert summary.blessed and summary.already_serving
-    assert len(os.listdir(os.path.join(output, "serving", "vocdet"))) == 1
+    assert len(push.versions(os.path.join(output, "serving", "vocdet"))) == 1
     assert "Trainer" in summary.cached and "Transform" in summary.cached
 
     # Training settings: the Trainer runs again, Transform does not.
@@ -82,4 +83,4 @@ def test_a_failed_push_is_retried_without_retraining(small_voc_root, tmp_path):
     states, summary = _run(argv, output)
     assert states["Transform"] == "CACHED" and states["Trainer"] == "CACHED", states
     assert states["Pusher"] == "COMPLETE" and summary.pushed_model_dir.startswith(str(blocker / "serving"))
-    assert len(os.listdir(blocker / "serving" / "vocdet")) == 1
+    assert len(push.versions(str(blocker / "serving" / "vocdet"))) == 1

@@ -2,7 +2,11 @@
 
 Blessing checks (ModelBlessing and InfraBlessing) and the PushedModel
 artefact's properties are TFX's own (inherited); only the copy changes, and a
-model that is already the newest serving version is not pushed again. The
+model that is already the newest serving version is not pushed again, and a
+model `vocdet rollback` withdrew is refused (also when a rerun takes it from
+TFX's cache: its mark changes the artefact, so the Pusher runs again and sees
+it). The decision and the copy happen under the serving folder's lock
+(`serving_lock`), which a rollback takes too. The
 private TFX helpers it records the push with are called through `compat.tfx`,
 behind a check of the TFX release. The component is `component.AtomicPusher`.
 """
@@ -17,7 +21,8 @@ from tfx.proto import pusher_pb2
 from tfx.types import artifact_utils, standard_component_specs
 from tfx.utils import io_utils, json_utils, proto_utils
 
-from vocdet.components.atomic_pusher import DEFAULT_KEEP_VERSIONS, push
+from vocdet.components import withdrawal
+from vocdet.components.atomic_pusher import DEFAULT_KEEP_VERSIONS, push, serving_lock
 from vocdet.components.coco_evaluator import BASELINE_MODEL_ID_PROPERTY
 from vocdet.components.compat import tfx as tfx_compat
 
@@ -45,8 +50,23 @@ class Executor(tfx_pusher_executor.Executor):
         if destination.WhichOneof("destination") != "filesystem":
             raise NotImplementedError("vocdet pushes to a filesystem destination (a path or a gs:// / s3:// URI)")
         custom_config = json_utils.loads(exec_properties.get(standard_component_specs.CUSTOM_CONFIG_KEY) or "null") or {}
-        model_path = self.GetModelPath(input_dict)
+        model = artifact_utils.get_single_instance(input_dict[standard_component_specs.MODEL_KEY])
+        if withdrawal.is_withdrawn(model):
+            reason = (
+                f"model {model.id} was withdrawn ({withdrawal.withdrawn_reason(model) or 'vocdet rollback'}); "
+                "vocdet rollback --to its version serves it again"
+            )
+            _logger.warning("Not pushed: %s", reason)
+            model_push.set_string_custom_property(NOT_PUSHED_REASON_KEY, reason)
+            tfx_compat.mark_not_pushed(self, model_push)
+            return
         base_directory = destination.filesystem.base_directory
+        with serving_lock.hold(base_directory, "the Pusher", wait_seconds=serving_lock.PUSH_WAIT_SECONDS):
+            self._push(input_dict, model_push, base_directory, custom_config)
+
+    def _push(self, input_dict, model_push, base_directory: str, custom_config: dict) -> None:
+        """The decision and the copy, under the serving folder's lock."""
+        model_path = self.GetModelPath(input_dict)
         serving = push.serving_version(model_path, base_directory)
         if serving is not None:
             # A rerun that re-blessed the model it already serves (e.g. a new blessing threshold).

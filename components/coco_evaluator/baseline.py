@@ -8,7 +8,11 @@ sees the same inputs as the run it repeats, and TFX serves the CocoEvaluator and
 its cache; a new candidate is compared with the model it would replace.
 
 It reads the blessing properties CocoEvaluator writes, which are TFX Evaluator's
-(`blessed`, `current_model_id`).
+(`blessed`, `current_model_id`), and skips a model `vocdet rollback` withdrew (`components.withdrawal`):
+after a rollback, the model served again is the baseline.
+
+Without `candidate` it is the Trainer's warm start (`train.warm_start`): the latest blessed model that
+is not withdrawn. It replaces TFX's `LatestBlessedModelStrategy` there, which knows no withdrawn mark.
 """
 
 from __future__ import annotations
@@ -16,13 +20,17 @@ from __future__ import annotations
 from tfx import types
 from tfx.dsl.components.common import resolver
 
+from vocdet.components import withdrawal
+
 MODEL_KEY = "model"
 MODEL_BLESSING_KEY = "model_blessing"
 CANDIDATE_KEY = "candidate"
 
 
 class LatestBlessedBaselineStrategy(resolver.ResolverStrategy):
-    """Resolves `model`/`model_blessing` to the latest blessed model not among `candidate`.
+    """Resolves `model`/`model_blessing` to the latest blessed, not withdrawn model not among `candidate`.
+
+    `candidate` is optional (the warm start has none).
 
     Example:
       Resolver(
@@ -34,7 +42,8 @@ class LatestBlessedBaselineStrategy(resolver.ResolverStrategy):
     """
 
     def resolve_artifacts(self, store, input_dict: dict[str, list[types.Artifact]]) -> dict[str, list[types.Artifact]]:
-        candidate_ids = {artifact.id for artifact in input_dict[CANDIDATE_KEY]}
+        candidates = list(input_dict.get(CANDIDATE_KEY) or [])
+        candidate_ids = {artifact.id for artifact in candidates}
         blessing_by_model = {
             blessing.get_int_custom_property("current_model_id"): blessing
             for blessing in input_dict[MODEL_BLESSING_KEY]
@@ -43,9 +52,11 @@ class LatestBlessedBaselineStrategy(resolver.ResolverStrategy):
         blessed = [
             model
             for model in input_dict[MODEL_KEY]
-            if model.id in blessing_by_model and model.id not in candidate_ids
+            if model.id in blessing_by_model and model.id not in candidate_ids and not withdrawal.is_withdrawn(model)
         ]
-        result = {MODEL_KEY: [], MODEL_BLESSING_KEY: [], CANDIDATE_KEY: list(input_dict[CANDIDATE_KEY])}
+        result = {MODEL_KEY: [], MODEL_BLESSING_KEY: []}
+        if CANDIDATE_KEY in input_dict:
+            result[CANDIDATE_KEY] = candidates
         if blessed:
             newest = max(blessed, key=lambda model: model.id)
             result[MODEL_KEY] = [newest]

@@ -2,8 +2,9 @@
 
 Scheduled retraining should not start from the backbone weights every week.
 With `train.warm_start`, the pipeline feeds the latest blessed Model artifact
-(TFX's LatestBlessedModelStrategy resolver) to the Trainer's `base_model`,
-and `run_fn` loads its Keras weights before training.
+that `vocdet rollback` has not withdrawn (`coco_evaluator.baseline.LatestBlessedBaselineStrategy`
+without a candidate; TFX's LatestBlessedModelStrategy knows no withdrawn mark) to the
+Trainer's `base_model`, and `run_fn` loads its Keras weights before training.
 
 The weights travel inside the Model artifact, beside the serving SavedModel:
 `<model uri>/Format-Serving/` (what TFX's Pusher pushes) and

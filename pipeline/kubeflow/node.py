@@ -41,6 +41,10 @@ Resolving inputs on every replica (each with its own Launcher) would register N 
 publish N models; running run_fn directly on the workers would bypass TFX's executor (module file
 loading, FnArgs). The handoff keeps TFX's two halves, launcher and executor, on their own contract.
 
+A task that fails records its node and one-line reason on the run's `pipeline_run` context
+(`metadata.run_failure`; TFX records no message, and a failing driver leaves no execution), which
+`vocdet runs --metadata URL` shows.
+
 Two environment variables let `vocdet run --package` rehearse a package on one machine:
 `VOCDET_METADATA_URL` (the store to use in place of the package's, e.g. an SQLite file or a local
 PostgreSQL) and `VOCDET_LOCAL_MOUNTS` (JSON `{mount path: local folder}`: the PVC mount as a local
@@ -59,6 +63,7 @@ import time
 import vocdet.components  # noqa: F401  pins tf.keras to Keras 3 before TFX loads TF Transform
 from vocdet.components.compat import tfx as tfx_compat
 from vocdet.pipeline.kubeflow import outputs as kfp_outputs
+from vocdet.pipeline.metadata import run_failure
 from vocdet.pipeline.metadata import store as metadata_store
 
 # The KFP run parameter that fills the IR's `data_root` runtime parameter (ExampleGen's input base).
@@ -206,7 +211,13 @@ def run_node(args: argparse.Namespace, handoff: str | None = None) -> str:
     from tfx.orchestration import metadata
     from tfx.orchestration.local import runner_utils
 
-    node_ir = _resolved_node_ir(args)
+    try:
+        node_ir = _resolved_node_ir(args)
+    except Exception as error:
+        raw = json.loads(args.node_ir)
+        _record_failure(args, raw.get("pipelineInfo", {}).get("id", ""),
+                        raw["nodes"][0]["pipelineNode"]["nodeInfo"]["id"], error)
+        raise
     (node,) = node_ir.nodes
     pipeline_node = node.pipeline_node
     node_id = pipeline_node.node_info.id
@@ -227,6 +238,8 @@ def run_node(args: argparse.Namespace, handoff: str | None = None) -> str:
     except BaseException as error:
         if handoff and not _exists(handoff):
             _write_handoff(handoff, f"{HANDOFF_FAILED} {type(error).__name__}: {error}")
+        if isinstance(error, Exception):
+            _record_failure(args, node_ir.pipeline_info.id, node_id, error)
         raise
     if handoff and not _exists(handoff):
         execution = "no execution" if execution_info is None else f"execution {execution_info.execution_id}"
@@ -236,6 +249,16 @@ def run_node(args: argparse.Namespace, handoff: str | None = None) -> str:
         if not args.tfjob_replica_of:  # a TFJob's chief: the Trainer's task fills them once the job ends
             _fill_kfp_outputs(args, handle.store, node_ir.pipeline_info.id, node_id)
         return node_state(handle.store, node_ir.pipeline_info.id, node_id, args.run_id)
+
+
+def _record_failure(args: argparse.Namespace, pipeline_name: str, node_id: str, error: BaseException) -> None:
+    """The node and its one-line reason on the run's context (`run_failure`); never hides `error`."""
+    try:
+        url = _store_url(args)
+        store = metadata_store.connect(url, metadata_store.password_from_environment(url), wait_seconds=0)
+        run_failure.record(store, pipeline_name, args.run_id, node_id, error)
+    except Exception as recording_error:  # noqa: BLE001 (the node's own error is what the log must show)
+        logging.warning("Could not record the failure in the metadata store: %s", recording_error)
 
 
 def _launcher_class(handoff: str | None):

@@ -1,0 +1,72 @@
+"""One writer at a time in a serving folder: the Pusher and `vocdet rollback`.
+
+The serving folder may live outside any output folder (`push.serving_dir`, the PVC on Kubeflow), so
+the output lock does not cover it. Both writers take an exclusive `flock` on `<base>/.vocdet-serving.lock`
+while they decide and publish a version: TF Serving ignores the file (its name is not an integer), and
+the kernel releases the lock when its holder dies. Without it, a rollback could publish while a push
+removes its `.incoming-*` folder, or both could take the same version number.
+
+The Pusher waits for a rollback in progress (`wait_seconds`); a rollback does not wait for a push and
+says who holds the folder. On a PVC the lock holds across pods where the volume supports `flock`
+(NFSv4 and CephFS do; Linux's NFS client turns it into a byte-range lock). Object stores (gs://,
+s3://) have no locks and no atomic rename: nothing is locked there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import time
+
+LOCK_FILE = ".vocdet-serving.lock"
+# How long a Pusher waits for a rollback holding the folder.
+PUSH_WAIT_SECONDS = 600.0
+
+
+class ServingInUse(Exception):
+    """The serving folder is held by another writer; the message names it."""
+
+
+def is_local(base_directory: str) -> bool:
+    return "://" not in base_directory
+
+
+@contextlib.contextmanager
+def hold(base_directory: str, holder: str, wait_seconds: float = 0.0):
+    """Holds `base_directory` for `holder` (e.g. "vocdet rollback") until the block ends.
+
+    Waits up to `wait_seconds` for another holder, then raises ServingInUse naming it. A no-op on an
+    object store.
+    """
+    if not is_local(base_directory):
+        yield
+        return
+    os.makedirs(base_directory, exist_ok=True)
+    path = os.path.join(base_directory, LOCK_FILE)
+    deadline = time.monotonic() + wait_seconds
+    with open(path, "a+") as handle:
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    handle.seek(0)
+                    who = handle.read().strip() or "another process"
+                    raise ServingInUse(
+                        f"{base_directory}: serving folder in use by {who}; wait for it to finish"
+                    ) from None
+                time.sleep(1.0)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{holder} (pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            handle.flush()
+            fcntl.flock(handle, fcntl.LOCK_UN)
