@@ -48,6 +48,11 @@ class ModelConfig:
     eval_confidence_threshold: float = 0.05
     display_confidence_threshold: float = 0.5
     max_detections: int = 100
+    # The decoder's NMS IoU is chosen from these, by eval.blessing_metric on the tuning data
+    # (data.tuning_split), before the serving export; empty keeps nms_iou_threshold untuned.
+    nms_iou_grid: list[float] = dataclasses.field(default_factory=lambda: [0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75])
+    # At most this many tuning images (the first ones) are run once through the network for the sweep.
+    tuning_max_images: int = 500
 
     def validate(self) -> None:
         if self.backbone not in BACKBONES:
@@ -66,6 +71,8 @@ class ModelConfig:
         for name in ("nms_iou_threshold", "eval_confidence_threshold", "display_confidence_threshold"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"model.{name} must be in [0, 1]")
+        if any(not 0.0 < value <= 1.0 for value in self.nms_iou_grid) or self.tuning_max_images < 1:
+            raise ValueError("model.nms_iou_grid values must be in (0, 1] and model.tuning_max_images >= 1")
 
 
 @dataclasses.dataclass
@@ -168,13 +175,20 @@ class TrainerSettings(_ComponentSettings):
     model: ModelConfig
     train: TrainConfig
     class_names: list[str]
+    # The decoder and the recommended score threshold are tuned by this metric (eval.blessing_metric)...
+    tuning_metric: str = EvalConfig.blessing_metric
+    # ...on the Trainer's eval files, which are these splits (data.tuning_split, or the training splits).
+    tuning_splits: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
     def from_custom_config(cls, custom_config: dict[str, Any]) -> "TrainerSettings":
         return cls(
-            model=ModelConfig(**custom_config["model"]),
-            train=TrainConfig(**custom_config["train"]),
-            class_names=list(custom_config["class_names"]),
+            **{
+                **custom_config,
+                "model": ModelConfig(**custom_config["model"]),
+                "train": TrainConfig(**custom_config["train"]),
+                "class_names": list(custom_config["class_names"]),
+            }
         )
 
 

@@ -23,5 +23,7 @@ print(json.dumps({
     "boxes": out["detection_boxes"][0, :n].numpy().tolist(),
     "names": [name.decode() for name in out["detection_class_names"][0, :n].numpy()],
     "scores": out["detection_scores"][0, :n].numpy().tolist(),
+    "recommended_min_score": float(out["recommended_min_score"][0]) if "recommended_min_score" in out else None,
+    "recommended_min_score_of_decoded": float(same["recommended_min_score"][0]) if "recommended_min_score" in same else None,
 }))
 """

@@ -57,8 +57,18 @@ def test_exported_model_puts_boxes_on_the_objects_it_learned(pipeline_run, tmp_p
     }
     trained = config.with_overrides(overrides)
     serving = tmp_path / "model" / "Format-Serving"
-    run_fn(FnArgs(train_files=[one_image], transform_output=transform_output, serving_model_dir=str(serving),
-                  model_run_dir=str(tmp_path / "run"), custom_config=trained.trainer_settings().to_custom_config()))
+    # The decoder and the score threshold are tuned on the image it learned (the eval files are the tuning data).
+    run_fn(FnArgs(train_files=[one_image], eval_files=[one_image], transform_output=transform_output,
+                  serving_model_dir=str(serving), model_run_dir=str(tmp_path / "run"),
+                  custom_config=trained.trainer_settings().to_custom_config()))
+    from vocdet.components.trainer import decoder_tuning
+
+    record = decoder_tuning.read_record(str(serving))
+    assert record["images"] == 1 and record["objects"] == len(classes)
+    assert [row["nms_iou_threshold"] for row in record["sweep"]] == trained.model.nms_iou_grid
+    assert record["nms_iou_threshold"] in trained.model.nms_iou_grid
+    assert max(row[trained.eval.blessing_metric] for row in record["sweep"]) == next(
+        row[trained.eval.blessing_metric] for row in record["sweep"] if row["nms_iou_threshold"] == record["nms_iou_threshold"])
 
     completed = subprocess.run(
         [sys.executable, "-c", LOAD_AND_PREDICT, str(serving), str(image_path)],
@@ -67,6 +77,10 @@ def test_exported_model_puts_boxes_on_the_objects_it_learned(pipeline_run, tmp_p
     assert completed.returncode == 0, completed.stderr[-2000:]
     result = json.loads(completed.stdout.strip().splitlines()[-1])
     assert result["decoded_images_signature_agrees"]
+    # The recommended threshold reaches a client that has only the SavedModel, from both signatures.
+    assert result["recommended_min_score"] == pytest.approx(record["min_score"], abs=1e-6)
+    assert result["recommended_min_score_of_decoded"] == pytest.approx(record["min_score"], abs=1e-6)
+    assert 0.05 <= record["min_score"] < 1.0
     confident = [i for i, score in enumerate(result["scores"]) if score >= 0.1]
     predicted = keras_cv.bounding_box.convert_format(
         np.array([result["boxes"][i] for i in confident], np.float32).reshape(-1, 4), source="xyxy", target="xywh"

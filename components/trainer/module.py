@@ -20,6 +20,7 @@ from vocdet.components.trainer import (
     callbacks as callbacks_lib,
     checkpoint,
     data_profile,
+    decoder_tuning,
     distribution,
     input_pipeline,
     optimization,
@@ -87,15 +88,25 @@ def run_fn(fn_args) -> None:
             fn_args.model_run_dir, history.history, config, steps_per_epoch, global_batch_size,
             strategy.num_replicas_in_sync, _starting_weights(warm_started, fn_args.base_model, config.model),
         )  # fmt: skip
-        serving.export_serving_model(
-            model, tf_transform_output, config.model, config.class_names, fn_args.serving_model_dir
+        # The decoder's NMS IoU and the recommended score threshold, on the tuning splits (the eval files).
+        tuning = decoder_tuning.tune(
+            model, fn_args.eval_files, tf_transform_output, config, config.train.batch_size_per_replica
         )
+        serving.export_serving_model(
+            model, tf_transform_output, config.model, config.class_names, fn_args.serving_model_dir,
+            min_score=tuning.min_score if tuning else config.model.display_confidence_threshold,
+        )  # fmt: skip
+        if tuning:
+            decoder_tuning.write_record(tuning, fn_args.serving_model_dir)
         warm_start.save(model, fn_args.serving_model_dir)
         _logger.info("Serving model written to %s", fn_args.serving_model_dir)
     else:
         # MultiWorkerMirroredStrategy: every worker takes part in the export; only the chief's copy is kept.
         with tempfile.TemporaryDirectory(prefix="vocdet-worker-export-") as scratch:
-            serving.export_serving_model(model, tf_transform_output, config.model, config.class_names, scratch)
+            serving.export_serving_model(
+                model, tf_transform_output, config.model, config.class_names, scratch,
+                min_score=config.model.display_confidence_threshold,
+            )  # fmt: skip
 
 
 def _starting_weights(warm_started: bool, base_model: str | None, model_config) -> str:

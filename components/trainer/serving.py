@@ -16,9 +16,16 @@ image's own pixel coordinates:
 - `detection_classes` int32 [batch, max_detections] (-1 for padding)
 - `detection_class_names` string [batch, max_detections] ("" for padding)
 - `num_detections` int32 [batch]
+- `recommended_min_score` float32 [batch]: the score threshold the Trainer chose
+  (`decoder_tuning`: F1-optimal on its tuning data), the same for every image, so
+  that a TF Serving client, which cannot read the SavedModel's files, gets the
+  cut with every answer.
 
 The decoder's confidence threshold is the low evaluation one, so the
-Evaluator sees the whole precision-recall curve; display tools filter higher.
+Evaluator sees the whole precision-recall curve; clients cut at
+`recommended_min_score`. Its NMS IoU is the tuned one. The tuning record
+(the sweep, the threshold, the data) is written beside the graph, in
+`assets.extra/` (TF Serving's place for files it does not load).
 Detections less than a pixel wide or high once clipped to the image (a
 box that lies outside it, or a degenerate one) are dropped here, so no client,
 gallery or `vocdet predict` ever sees them.
@@ -38,13 +45,17 @@ MIN_BOX_SIDE_PX = 1.0
 SERVING_SIGNATURE = "serving_default"
 DECODED_IMAGES_SIGNATURE = "serving_images"
 INPUT_KEY = "images"
+MIN_SCORE_OUTPUT = "recommended_min_score"
+# SavedModel's folder for files TF Serving does not load; the tuning record goes there.
+ASSETS_EXTRA_DIR = "assets.extra"
 
 
 class DetectionModule(tf.Module):
     """Holds the Keras model and Transform layer so SavedModel tracks their variables."""
 
-    def __init__(self, model, tf_transform_output, model_config, class_names: list[str]):
+    def __init__(self, model, tf_transform_output, model_config, class_names: list[str], min_score: float):
         super().__init__(name="vocdet_detector")
+        self._min_score = tf.constant(min_score, tf.float32)
         self.model = model
         self.tft_layer = tf_transform_output.transform_features_layer()
         self._raw_feature_spec = tf_transform_output.raw_feature_spec()
@@ -77,25 +88,12 @@ class DetectionModule(tf.Module):
         """Model + decoder on resized images; boxes mapped back to each image's `shapes` (height, width)."""
         predictions = self.model(resized, training=False)
         decoded = self.model.decode_predictions(predictions, resized)
-        boxes = keras_cv.bounding_box.convert_format(
-            decoded["boxes"],
-            source=self._bounding_box_format,
-            target="xyxy",
-            image_shape=(self._size, self._size, 3),
-        )
-        # Undo the pad-to-aspect resize: the image sits at the top left, scaled by `scale`.
-        heights, widths = shapes[:, 0], shapes[:, 1]
-        scale = tf.minimum(self._size / heights, self._size / widths)
-        boxes = boxes / scale[:, None, None]
-        limits = tf.stack([widths, heights, widths, heights], axis=-1)[:, None, :]
-        boxes = tf.clip_by_value(boxes, 0.0, limits)
-        detections = drop_degenerate_detections(
-            boxes, tf.cast(decoded["confidence"], tf.float32), tf.cast(decoded["classes"], tf.int32)
-        )
+        detections = in_image_pixels(decoded, shapes, self._size, self._bounding_box_format)
         valid = detections["detection_classes"] >= 0
         detections["detection_class_names"] = tf.where(
             valid, tf.gather(self._class_names, tf.maximum(detections["detection_classes"], 0)), ""
         )
+        detections[MIN_SCORE_OUTPUT] = tf.fill(tf.shape(shapes)[:1], self._min_score)
         return detections
 
     def _raw_features_without_annotations(self, images):
@@ -125,6 +123,24 @@ class DetectionModule(tf.Module):
         return self._resizing(tf.cast(image, tf.float32)), shape
 
 
+def in_image_pixels(decoded: dict, shapes, size: int, bounding_box_format: str) -> dict:
+    """The decoder's detections on `size` x `size` resized inputs, in each image's own pixels (`shapes`: height, width).
+
+    Undoes the pad-to-aspect resize (the image sits at the top left, scaled), clips to the image
+    and drops degenerate boxes (`drop_degenerate_detections`). The decoder sweep uses it too, so
+    the detections it scores are the ones the serving signature returns.
+    """
+    boxes = keras_cv.bounding_box.convert_format(
+        decoded["boxes"], source=bounding_box_format, target="xyxy", image_shape=(size, size, 3)
+    )
+    heights, widths = shapes[:, 0], shapes[:, 1]
+    scale = tf.minimum(size / heights, size / widths)
+    boxes = boxes / scale[:, None, None]
+    limits = tf.stack([widths, heights, widths, heights], axis=-1)[:, None, :]
+    boxes = tf.clip_by_value(boxes, 0.0, limits)
+    return drop_degenerate_detections(boxes, tf.cast(decoded["confidence"], tf.float32), tf.cast(decoded["classes"], tf.int32))
+
+
 def drop_degenerate_detections(boxes, scores, classes) -> dict:
     """Padding and boxes thinner than MIN_BOX_SIDE_PX removed; kept detections first, in score order.
 
@@ -142,8 +158,10 @@ def drop_degenerate_detections(boxes, scores, classes) -> dict:
     }
 
 
-def export_serving_model(model, tf_transform_output, model_config, class_names: list[str], export_dir: str) -> None:
-    """Writes the SavedModel with the two signatures described above."""
-    module = DetectionModule(model, tf_transform_output, model_config, class_names)
+def export_serving_model(
+    model, tf_transform_output, model_config, class_names: list[str], export_dir: str, min_score: float
+) -> None:
+    """Writes the SavedModel with the two signatures described above; `model` carries its (tuned) decoder."""
+    module = DetectionModule(model, tf_transform_output, model_config, class_names, min_score)
     signatures = {SERVING_SIGNATURE: module.serve, DECODED_IMAGES_SIGNATURE: module.serve_images}
     tf.saved_model.save(module, export_dir, signatures=signatures)

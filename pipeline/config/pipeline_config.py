@@ -70,7 +70,9 @@ class PipelineConfig:
         return TransformSettings(self.model.bounding_box_format, self.model.image_size, list(self.data.class_names))
 
     def trainer_settings(self) -> TrainerSettings:
-        return TrainerSettings(self.model, self.train, list(self.data.class_names))
+        return TrainerSettings(
+            self.model, self.train, list(self.data.class_names), self.eval.blessing_metric, self.data.tuning_splits
+        )
 
     def evaluator_settings(self) -> EvaluatorSettings:
         return EvaluatorSettings(

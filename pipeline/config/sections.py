@@ -27,6 +27,11 @@ class DataConfig:
     # tfds split names (VOC's train.txt, val.txt, test.txt lists).
     train_splits: list[str] = dataclasses.field(default_factory=lambda: ["train", "validation"])
     eval_split: str = "test"
+    # The data the Trainer tunes the decoder's NMS IoU and the recommended score threshold on, before
+    # the export: empty means the training splits themselves (VOC's protocol: train on trainval, score
+    # on test, which never tunes anything); a split of train_splits (e.g. "validation") is held out
+    # from training for it (README, Evaluation: "Honest splits").
+    tuning_split: str = ""
     # Glob over VOC years for each side, e.g. "2007" to evaluate on VOC2007 test only.
     train_year: str = "*"
     eval_year: str = "*"
@@ -60,11 +65,26 @@ class DataConfig:
     sample_images: int = 240
     sample_seed: int = 0
 
+    @property
+    def fit_splits(self) -> list[str]:
+        """The splits the model is fitted on: the training splits but a held-out tuning split."""
+        return [split for split in self.train_splits if split != self.tuning_split]
+
+    @property
+    def tuning_splits(self) -> list[str]:
+        """The splits the decoder and the score threshold are tuned on."""
+        return [self.tuning_split] if self.tuning_split else list(self.train_splits)
+
     def validate(self) -> None:
         if not self.train_splits or any(split not in layout.SPLITS for split in self.train_splits + [self.eval_split]):
             raise ValueError(f"data: train_splits and eval_split must be among {layout.SPLITS}")
         if self.eval_split in self.train_splits:
             raise ValueError(f"data: eval_split {self.eval_split!r} is also a training split")
+        if self.tuning_split and (self.tuning_split not in self.train_splits or len(self.train_splits) < 2):
+            raise ValueError(
+                f"data.tuning_split {self.tuning_split!r} must be one of train_splits {self.train_splits}, "
+                "and another must be left to train on"
+            )
         if self.format not in layout.FORMATS:
             raise ValueError(f"data.format must be one of {layout.FORMATS}, got {self.format!r}")
         if (self.span or self.train_on_last_spans != 1) and not self.spans:
