@@ -67,7 +67,7 @@ def create_pipeline(
         schema=schema_gen.outputs["schema"],
         preprocessing_fn=TRANSFORM_FN,
         custom_config=config.transform_settings().to_custom_config(),
-        splits_config=tfx.proto.SplitsConfig(analyze=data.train_splits, transform=splits),
+        splits_config=tfx.proto.SplitsConfig(analyze=data.fit_splits, transform=splits),
         # StatisticsGen already profiles the data; Transform's own TFDV pass would repeat it.
         disable_statistics=True,
     )
@@ -85,8 +85,9 @@ def create_pipeline(
         examples=transform.outputs["transformed_examples"],
         transform_graph=transform.outputs["transform_graph"],
         schema=schema_gen.outputs["schema"],
-        train_args=tfx.proto.TrainArgs(splits=data.train_splits),
-        eval_args=tfx.proto.EvalArgs(splits=[data.eval_split]),
+        train_args=tfx.proto.TrainArgs(splits=data.fit_splits),
+        # The Trainer's eval files are its tuning data (decoder, score threshold); the eval split only scores.
+        eval_args=tfx.proto.EvalArgs(splits=data.tuning_splits),
         custom_config=config.trainer_settings().to_custom_config(),
     )
     # The Evaluator's baseline: the latest blessed model other than this run's candidate.
