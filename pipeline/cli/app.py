@@ -1,7 +1,8 @@
 """`vocdet`: the command line's entry point. Every setting comes from `pipeline.config`.
 
 Builds the parser from each group of commands (`local_commands`, `kubeflow_commands`,
-`tool_commands`), runs the chosen handler, and turns a failure into one line (`errors`).
+`tool_commands`, `runs_command`, `models_command`, `rollback_command`), runs the chosen handler,
+and turns a failure into one line (`errors`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ import importlib.metadata
 import sys
 
 from vocdet.pipeline import console
-from vocdet.pipeline.cli import errors, kubeflow_commands, local_commands, tool_commands
+from vocdet.pipeline.cli import (
+    errors, kubeflow_commands, local_commands, models_command, rollback_command, runs_command, tool_commands,
+)
 from vocdet.pipeline.data import layout
 
 
@@ -78,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vocdet", description="Train and serve a KerasCV RetinaNet on VOC-format data with TFX.")
     parser.add_argument("--version", action="version", version=f"vocdet {importlib.metadata.version('vocdet')}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for group in (local_commands, kubeflow_commands, tool_commands):
+    for group in (local_commands, kubeflow_commands, tool_commands, runs_command, models_command, rollback_command):
         group.add_commands(commands)
     return parser
 

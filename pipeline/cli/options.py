@@ -182,3 +182,44 @@ def run_arguments(args: argparse.Namespace) -> dict:
     from vocdet.pipeline.kubeflow.node import DATA_ROOT_PARAMETER
 
     return {DATA_ROOT_PARAMETER: args.data_root} if args.data_root else {}
+
+
+def add_operations_flags(parser: argparse.ArgumentParser, serving: bool = False) -> None:
+    """runs, models and rollback: which pipeline's ML Metadata store (a local --output, or the cluster's by URL)."""
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument(
+        "--output", help=f"the local output folder vocdet run wrote (its metadata.sqlite) (default: {config_lib.DEFAULT_OUTPUT_DIR})"
+    )
+    where.add_argument(
+        "--metadata", metavar="URL",
+        help="the cluster's ML Metadata store (kubeflow.metadata, e.g. mysql://vocdet@localhost:3306/mlmd through "
+        "kubectl port-forward), password from $VOCDET_METADATA_PASSWORD",
+    )
+    parser.add_argument(
+        "--preset", choices=sorted(config_lib.PRESETS),
+        help=f"the named configuration (default: {config_lib.LOCAL_PRESET}; with --metadata {config_lib.CLUSTER_PRESET})",
+    )
+    parser.add_argument("--config", help="YAML file of config overrides (pipeline name, push section), after the preset")
+    if serving:
+        parser.add_argument(
+            "--serving-dir",
+            help="config push.serving_dir: the serving folder (default: <output>/serving; with --metadata, kubeflow.serving_dir)",
+        )
+    parser.add_argument("--verbose", action="store_true", help="tracebacks for errors")
+
+
+def operations_target(args: argparse.Namespace) -> tuple[config_lib.PipelineConfig, str | None, str | None]:
+    """(config, local output folder or None, metadata URL or None) for runs, models and rollback.
+
+    The config's `serving_dir` is the folder the Pusher writes: `--serving-dir`, else the local
+    output's, else (with --metadata) the cluster's `kubeflow.serving_dir`.
+    """
+    cluster = args.metadata is not None
+    preset = args.preset or (config_lib.CLUSTER_PRESET if cluster else config_lib.LOCAL_PRESET)
+    output = None if cluster else (args.output or config_lib.DEFAULT_OUTPUT_DIR)
+    overrides: dict = {} if cluster else {"output_dir": output}
+    config = config_lib.load(preset, args.config, overrides)
+    serving_dir = getattr(args, "serving_dir", None) or (config.kubeflow.serving_dir if cluster else None)
+    if serving_dir:
+        config = config.with_overrides({"push": {"serving_dir": serving_dir}})
+    return config, output, args.metadata
