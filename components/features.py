@@ -27,3 +27,10 @@ BOXES = "boxes"  # in the configured bounding_box_format, 4 floats per object
 CLASSES = "classes"
 DIFFICULT = "difficult"
 
+
+# The serving model's contract beyond its detections (components/trainer/serving.py): the score to
+# cut at, an output of both signatures, and the tuning record, a file in the SavedModel's
+# `assets.extra/` (TF Serving's folder for files it does not load).
+RECOMMENDED_MIN_SCORE = "recommended_min_score"
+ASSETS_EXTRA_DIR = "assets.extra"
+TUNING_FILE = "vocdet_tuning.json"

@@ -44,7 +44,8 @@ class ModelConfig:
     pyramid_filters: int = 256
     max_boxes: int = 32
     nms_iou_threshold: float = 0.5
-    # Low for evaluation (mAP needs the whole PR curve), higher for display.
+    # Low for evaluation (mAP needs the whole PR curve). Clients cut at the model's recommended min
+    # score (tuned by the Trainer); display_confidence_threshold only for models without one.
     eval_confidence_threshold: float = 0.05
     display_confidence_threshold: float = 0.5
     max_detections: int = 100
@@ -199,7 +200,7 @@ class EvaluatorSettings(_ComponentSettings):
     eval: EvalConfig
     class_names: list[str]
     eval_split: str
-    # Predictions drawn in the gallery (the serving model's own threshold is the low evaluation one).
+    # Predictions drawn in the gallery of a model without a recommended min score (one from before it).
     display_confidence_threshold: float
 
     @classmethod

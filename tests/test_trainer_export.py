@@ -61,9 +61,9 @@ def test_exported_model_puts_boxes_on_the_objects_it_learned(pipeline_run, tmp_p
     run_fn(FnArgs(train_files=[one_image], eval_files=[one_image], transform_output=transform_output,
                   serving_model_dir=str(serving), model_run_dir=str(tmp_path / "run"),
                   custom_config=trained.trainer_settings().to_custom_config()))
-    from vocdet.components.trainer import decoder_tuning
+    from vocdet.components.coco_evaluator import deployment
 
-    record = decoder_tuning.read_record(str(serving))
+    record = deployment.read_tuning_record(str(serving))
     assert record["images"] == 1 and record["objects"] == len(classes)
     assert [row["nms_iou_threshold"] for row in record["sweep"]] == trained.model.nms_iou_grid
     assert record["nms_iou_threshold"] in trained.model.nms_iou_grid

@@ -18,7 +18,7 @@ import tensorflow as tf
 from tqdm import tqdm
 
 from vocdet.components import features
-from vocdet.components.coco_evaluator import coco_metrics, report, scoring
+from vocdet.components.coco_evaluator import coco_metrics, deployment, report, scoring
 
 _logger = logging.getLogger(__name__)
 
@@ -90,18 +90,22 @@ class ImageDetections:
     scores: np.ndarray
 
 
-def detect(saved_model_dir: str, images: list[EvalImage], batch_size: int) -> list[ImageDetections]:
-    """Runs the serving signature over the images, batch by batch.
+def detect(saved_model_dir: str, images: list[EvalImage], batch_size: int) -> tuple[list[ImageDetections], float | None]:
+    """Runs the serving signature over the images, batch by batch; also returns the model's recommended min score.
 
+    The threshold is the signature's own output (None for a model exported before it had one).
     A person at a terminal sees one progress bar; logs get one line when it is done.
     """
     serving_fn = tf.saved_model.load(saved_model_dir).signatures["serving_default"]
+    min_score = None
     results = []
     started = time.time()
     progress = tqdm(total=len(images), unit="image", desc="evaluating", disable=not sys.stderr.isatty())
     for start in range(0, len(images), batch_size):
         batch = images[start : start + batch_size]
         outputs = serving_fn(images=tf.constant([image.encoded for image in batch]))
+        if features.RECOMMENDED_MIN_SCORE in outputs:
+            min_score = float(outputs[features.RECOMMENDED_MIN_SCORE][0])
         for row in range(len(batch)):
             count = int(outputs["num_detections"][row])
             results.append(
@@ -114,7 +118,7 @@ def detect(saved_model_dir: str, images: list[EvalImage], batch_size: int) -> li
         progress.update(len(batch))
     progress.close()
     _logger.info("evaluated %d images in %.0f s", len(images), time.time() - started)
-    return results
+    return results, min_score
 
 
 def coco_results(images: list[EvalImage], detections: list[ImageDetections]) -> list[dict]:
@@ -124,11 +128,26 @@ def coco_results(images: list[EvalImage], detections: list[ImageDetections]) -> 
     return entries
 
 
-def evaluate_saved_model(saved_model_dir: str, images: list[EvalImage], class_names: list[str], batch_size: int):
-    """(scores, precision-recall curves, per-image detections) of one serving model."""
-    detections = detect(saved_model_dir, images, batch_size)
-    scores, curves = scoring.score(ground_truth(images, class_names), coco_results(images, detections), class_names)
-    return scores, curves, detections
+@dataclasses.dataclass
+class ModelEvaluation:
+    """One serving model on the eval images: its scores, curves, detections, and how to deploy it."""
+
+    scores: dict
+    curves: dict
+    detections: list[ImageDetections]
+    min_score: float | None  # the model's recommended min score (None: a model from before it)
+    analysis: dict | None = None  # deployment.analyse's, when asked for
+
+
+def evaluate_saved_model(
+    saved_model_dir: str, images: list[EvalImage], class_names: list[str], batch_size: int, analyse: bool = False
+) -> ModelEvaluation:
+    """Scores one serving model; with `analyse`, also its operating point, confusions and errors."""
+    detections, min_score = detect(saved_model_dir, images, batch_size)
+    truth, results = ground_truth(images, class_names), coco_results(images, detections)
+    scores, curves = scoring.score(truth, results, class_names)
+    analysis = deployment.analyse(truth, results, class_names, min_score) if analyse else None
+    return ModelEvaluation(scores, curves, detections, min_score, analysis)
 
 
 def gallery(

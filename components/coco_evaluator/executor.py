@@ -19,7 +19,7 @@ from tfx.types import artifact_utils
 from tfx.utils import path_utils
 
 from vocdet.components.coco_evaluator import BASELINE_MODEL_ID_PROPERTY
-from vocdet.components.coco_evaluator import blessing, evaluation, report
+from vocdet.components.coco_evaluator import blessing, deployment, evaluation, report
 from vocdet.components.settings import EvaluatorSettings
 
 _logger = logging.getLogger(__name__)
@@ -48,17 +48,17 @@ class Executor(base_executor.BaseExecutor):
         images = evaluation.load_eval_images(os.path.join(eval_uri, "*"))
         class_names = config.class_names
         batch_size = config.eval.batch_size
-        scores, curves, detections = evaluation.evaluate_saved_model(
-            path_utils.serving_model_path(model.uri), images, class_names, batch_size
-        )
-        metrics = scores["metrics"]
+        model_dir = path_utils.serving_model_path(model.uri)
+        evaluated = evaluation.evaluate_saved_model(model_dir, images, class_names, batch_size, analyse=True)
+        scores, metrics = evaluated.scores, evaluated.scores["metrics"]
         baseline_metrics = (
-            evaluation.evaluate_saved_model(path_utils.serving_model_path(baseline.uri), images, class_names, batch_size)[0][
-                "metrics"
-            ]
+            evaluation.evaluate_saved_model(path_utils.serving_model_path(baseline.uri), images, class_names, batch_size)
+            .scores["metrics"]
             if baseline
             else None
         )
+        # The gallery cuts where a client of the model would: its recommended min score, else the display threshold.
+        gallery_min_score = evaluated.min_score if evaluated.min_score is not None else config.display_confidence_threshold
         metric = config.eval.blessing_metric
         decision = blessing.decide(
             metric,
@@ -71,12 +71,15 @@ class Executor(base_executor.BaseExecutor):
         report.write_report(
             evaluation_artifact.uri,
             scores,
-            curves,
+            evaluated.curves,
             num_images=len(images),
             decision=decision.to_dict(),
             baseline_metrics=baseline_metrics,
-            gallery=evaluation.gallery(images, detections, class_names, config.display_confidence_threshold),
-            gallery_min_score=config.display_confidence_threshold,
+            gallery=evaluation.gallery(images, evaluated.detections, class_names, gallery_min_score),
+            gallery_min_score=gallery_min_score,
+            analysis=evaluated.analysis,
+            tuning=deployment.read_tuning_record(model_dir),
+            scored_on=f"{config.eval_split} ({len(images)} images)",
         )
         _write_json(os.path.join(evaluation_artifact.uri, BLESSING_FILE), decision.to_dict())
         # Object stores have no folders; a local or PVC pipeline root needs this one made.

@@ -90,6 +90,8 @@ class OperatingPoint:
     overall_curves: dict[str, list[float]]
     per_class_curves: dict[str, dict[str, list[float]]]
     per_class_objects: dict[str, int]
+    # Each class at the cut applied: the model's threshold, else the overall F1-optimal one.
+    per_class_at_cut: dict[str, Cut]
 
     def to_dict(self) -> dict:
         return {
@@ -97,6 +99,8 @@ class OperatingPoint:
             "best": self.best.to_dict(),
             "per_class_best": {name: cut.to_dict() for name, cut in self.per_class_best.items()},
             "at_model_threshold": self.at_model_threshold.to_dict() if self.at_model_threshold else None,
+            "objects": dict(self.per_class_objects),
+            "per_class_at_cut": {name: cut.to_dict() for name, cut in self.per_class_at_cut.items()},
             "grid": _rounded(GRID),
             "curves": {"all": self.overall_curves, **self.per_class_curves},
         }
@@ -113,8 +117,15 @@ def operating_point(matches: Matches, class_names: list[str], model_threshold: f
         per_class_best[name] = best_cut(matches.score[rows], matches.true_positive[rows], fp[rows], int(positives[index]))
         per_class_curves[name] = curves(matches.score[rows], matches.true_positive[rows], fp[rows], int(positives[index]))
     total = int(positives.sum())
+    best = best_cut(matches.score, matches.true_positive, fp, total)
+    cut = model_threshold if model_threshold is not None else best.threshold
+    per_class_at_cut = {
+        name: cut_at(cut, matches.score[matches.category == index], matches.true_positive[matches.category == index],
+                     fp[matches.category == index], int(positives[index]))
+        for index, name in enumerate(class_names)
+    }  # fmt: skip
     return OperatingPoint(
-        best=best_cut(matches.score, matches.true_positive, fp, total),
+        best=best,
         per_class_best=per_class_best,
         at_model_threshold=cut_at(model_threshold, matches.score, matches.true_positive, fp, total)
         if model_threshold is not None
@@ -122,6 +133,7 @@ def operating_point(matches: Matches, class_names: list[str], model_threshold: f
         overall_curves=curves(matches.score, matches.true_positive, fp, total),
         per_class_curves=per_class_curves,
         per_class_objects=objects,
+        per_class_at_cut=per_class_at_cut,
     )
 
 

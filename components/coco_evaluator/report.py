@@ -5,8 +5,12 @@
 - `pr_curves.png`: VOC precision-recall curve (IoU 0.5) for every class, its AP
   in the panel's title, and "no detections" / "no objects" on empty panels;
 - `gallery.png`: eval images with ground truth (green, class name) and the
-  predictions at the display threshold (red, class name and score), under a
-  legend: the guide's `plot_bounding_box_gallery` view.
+  predictions at the model's recommended min score (red, class name and score),
+  under a legend: the guide's `plot_bounding_box_gallery` view;
+- with a deployment analysis (`deployment`): `F1_curve.png`, `P_curve.png`,
+  `R_curve.png`, `confusion_matrix.png`, `errors.png` (`deployment_plots`), and
+  in `metrics.json` the keys `operating_point`, `confusion_matrix`, `errors`,
+  `tuning` and `splits`.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import os
 import numpy as np
 
 from vocdet.components import visualization
+from vocdet.components.coco_evaluator import deployment, deployment_plots
 
 METRICS_FILE = "metrics.json"
 REPORT_FILE = "report.md"
@@ -56,18 +61,36 @@ def write_report(
     baseline_metrics: dict | None = None,
     gallery: list[GalleryImage] | None = None,
     gallery_min_score: float = 0.5,
+    analysis: dict | None = None,
+    tuning: dict | None = None,
+    scored_on: str = "the evaluation data",
 ) -> None:
+    """Writes metrics.json, report.md and the pictures; `analysis` is `deployment.analyse`'s, `tuning` the model's record."""
     os.makedirs(directory, exist_ok=True)
+    content = {"num_images": num_images, **scores, "baseline_metrics": baseline_metrics}
+    deployment_lines = []
+    if analysis is not None:
+        content["metrics"] = {**scores["metrics"], **deployment.flat_metrics(analysis)}
+        content.update(analysis)
+        content["tuning"] = tuning
+        content["splits"] = {"tuned_on": tuning["splits"] if tuning else None, "scored_on": scored_on}
+        pictures = deployment_plots.plot_curves(analysis["operating_point"], directory)
+        deployment_plots.plot_confusion(analysis["confusion_matrix"], os.path.join(directory, deployment_plots.CONFUSION_FILE))
+        deployment_plots.plot_errors(analysis["errors"], os.path.join(directory, deployment_plots.ERRORS_FILE))
+        pictures.update({"confusion matrix": deployment_plots.CONFUSION_FILE, "errors": deployment_plots.ERRORS_FILE})
+        deployment_lines = deployment.markdown(analysis, tuning, scored_on, pictures)
     with open(os.path.join(directory, METRICS_FILE), "w") as handle:
-        json.dump({"num_images": num_images, **scores, "baseline_metrics": baseline_metrics}, handle, indent=2, sort_keys=True)
+        json.dump(content, handle, indent=2, sort_keys=True)
     with open(os.path.join(directory, REPORT_FILE), "w") as handle:
-        handle.write(markdown(scores, num_images, decision, baseline_metrics, has_gallery=bool(gallery)))
+        handle.write(markdown(scores, num_images, decision, baseline_metrics, has_gallery=bool(gallery),
+                              deployment_lines=deployment_lines, gallery_min_score=gallery_min_score))  # fmt: skip
     plot_pr_curves(curves, scores["per_class"], os.path.join(directory, PR_CURVES_FILE))
     if gallery:
         draw_gallery(gallery, os.path.join(directory, GALLERY_FILE), min_score=gallery_min_score)
 
 
-def markdown(scores: dict, num_images: int, decision: dict | None, baseline: dict | None, has_gallery: bool) -> str:
+def markdown(scores: dict, num_images: int, decision: dict | None, baseline: dict | None, has_gallery: bool,
+             deployment_lines: list[str] = (), gallery_min_score: float = 0.5) -> str:  # fmt: skip
     metrics = scores["metrics"]
     lines = [f"# Evaluation on {num_images} images", ""]
     if decision is not None:
@@ -90,8 +113,10 @@ def markdown(scores: dict, num_images: int, decision: dict | None, baseline: dic
         values = " | ".join(_cell(row[key]) for key in ("coco_AP", "coco_AP50", "voc_AP50_11point", "voc_AP50_area"))
         lines.append(f"| {name} | {row['objects']} | {values} |")
     lines += ["", f"![precision-recall curves]({PR_CURVES_FILE})", ""]
+    lines += list(deployment_lines)
     if has_gallery:
-        lines += [f"![ground truth (green) and predictions (red)]({GALLERY_FILE})", ""]
+        lines += [f"Ground truth (green) and predictions at min score {gallery_min_score:.3f} (red):", "",
+                  f"![ground truth (green) and predictions (red)]({GALLERY_FILE})", ""]  # fmt: skip
     lines += ["-1 (shown as -) means the class has no objects in the evaluation data.", ""]
     return "\n".join(lines)
 

@@ -16,7 +16,7 @@ artefact, so the Trainer does it, on its eval files, which the pipeline makes th
    the F1-optimal score threshold at IoU 0.5 (`coco_evaluator.operating_point`).
 
 The model leaves with the chosen decoder; the threshold becomes the serving signatures'
-`recommended_min_score`; the record (`TUNING_FILE`) goes into the SavedModel's `assets.extra/`.
+`recommended_min_score`; the record (`features.TUNING_FILE`) goes into the SavedModel's `assets.extra/`.
 """
 
 from __future__ import annotations
@@ -38,9 +38,6 @@ from vocdet.components.trainer import input_pipeline, serving
 from vocdet.components.trainer.retinanet import detector
 
 _logger = logging.getLogger(__name__)
-
-TUNING_FILE = "vocdet_tuning.json"
-
 
 @dataclasses.dataclass
 class Tuning:
@@ -149,20 +146,12 @@ def best_iou(sweep: list[dict], metric: str, default_iou: float) -> float:
 
 def write_record(tuning: Tuning, export_dir: str) -> str:
     """The record in the SavedModel's `assets.extra/`, which every pushed version carries."""
-    directory = os.path.join(export_dir, serving.ASSETS_EXTRA_DIR)
+    directory = os.path.join(export_dir, features.ASSETS_EXTRA_DIR)
     tf.io.gfile.makedirs(directory)
-    path = os.path.join(directory, TUNING_FILE)
+    path = os.path.join(directory, features.TUNING_FILE)
     with tf.io.gfile.GFile(path, "w") as handle:
         handle.write(json.dumps(tuning.to_dict(), indent=1, sort_keys=True))
     return path
-
-
-def read_record(saved_model_dir: str) -> dict | None:
-    path = os.path.join(saved_model_dir, serving.ASSETS_EXTRA_DIR, TUNING_FILE)
-    if not tf.io.gfile.exists(path):
-        return None
-    with tf.io.gfile.GFile(path) as handle:
-        return json.load(handle)
 
 
 def read_images(files, tf_transform_output, model_config) -> list[tuple]:

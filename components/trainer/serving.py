@@ -45,9 +45,6 @@ MIN_BOX_SIDE_PX = 1.0
 SERVING_SIGNATURE = "serving_default"
 DECODED_IMAGES_SIGNATURE = "serving_images"
 INPUT_KEY = "images"
-MIN_SCORE_OUTPUT = "recommended_min_score"
-# SavedModel's folder for files TF Serving does not load; the tuning record goes there.
-ASSETS_EXTRA_DIR = "assets.extra"
 
 
 class DetectionModule(tf.Module):
@@ -93,7 +90,7 @@ class DetectionModule(tf.Module):
         detections["detection_class_names"] = tf.where(
             valid, tf.gather(self._class_names, tf.maximum(detections["detection_classes"], 0)), ""
         )
-        detections[MIN_SCORE_OUTPUT] = tf.fill(tf.shape(shapes)[:1], self._min_score)
+        detections[features.RECOMMENDED_MIN_SCORE] = tf.fill(tf.shape(shapes)[:1], self._min_score)
         return detections
 
     def _raw_features_without_annotations(self, images):

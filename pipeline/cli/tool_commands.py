@@ -15,7 +15,11 @@ def add_commands(commands) -> None:
     evaluate = commands.add_parser("evaluate", help="score COCO-format detections: COCO and VOC mAP, per class, report")
     evaluate.add_argument("--gt", required=True, help="COCO ground truth JSON (images, annotations, categories)")
     evaluate.add_argument("--dt", required=True, help="COCO results JSON (a list of image_id, category_id, bbox, score)")
-    evaluate.add_argument("--out", default="outputs/evaluation", help="where metrics.json, report.md and the PR curves go")
+    evaluate.add_argument("--out", default="outputs/evaluation", help="where metrics.json, report.md and the pictures go")
+    evaluate.add_argument(
+        "--min-score", type=float, default=None,
+        help="the cut to report precision, recall and the confusion matrix at (default: the F1-optimal one of these detections)",
+    )  # fmt: skip
     evaluate.set_defaults(handler=_evaluate)
 
     weights = commands.add_parser(
@@ -38,8 +42,10 @@ def add_commands(commands) -> None:
     predict.add_argument("images", nargs="+", help="image files (JPEG, PNG, ...), folders of them, or glob patterns")
     predict.add_argument("--out", default="outputs/predictions", help="where <image>.png and <image>.json go")
     predict.add_argument(
-        "--min-score", type=float, default=config_lib.ModelConfig.display_confidence_threshold, help="lowest score shown"
-    )
+        "--min-score", type=float, default=None,
+        help="lowest score shown (default: the model's recommended min score; for a model without one, "
+        f"{config_lib.ModelConfig.display_confidence_threshold}, model.display_confidence_threshold)",
+    )  # fmt: skip
     predict.add_argument(
         "--max-image-pixels",
         type=int,
@@ -50,20 +56,32 @@ def add_commands(commands) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from vocdet.components.coco_evaluator import coco_files, report, scoring
+    from vocdet.components.coco_evaluator import coco_files, deployment, report, scoring, tide
 
+    if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:
+        raise UsageError(f"--min-score must be in [0, 1], got {args.min_score}")
     try:
         ground_truth, detections, class_names = coco_files.load(args.gt, args.dt)
     except coco_files.CocoFileError as error:
         raise UsageError(str(error)) from None
     scores, curves = scoring.score(ground_truth, detections, class_names)
-    report.write_report(args.out, scores, curves, num_images=len(ground_truth["images"]))
+    analysis = deployment.analyse(ground_truth, detections, class_names, args.min_score)
+    report.write_report(args.out, scores, curves, num_images=len(ground_truth["images"]), analysis=analysis,
+                        scored_on=os.path.basename(args.gt))  # fmt: skip
     metrics = scores["metrics"]
     print(
         f"COCO mAP@[.5:.95] {metrics['coco/AP']:.4f}, mAP@0.5 {metrics['coco/AP50']:.4f}, "
         f"VOC2007 mAP@0.5 {metrics['voc/mAP50_11point']:.4f} on {len(ground_truth['images'])} images"
     )
-    print(f"report: {os.path.join(args.out, report.REPORT_FILE)}")
+    point = analysis["operating_point"]
+    at = point["at_threshold"]
+    source = "given" if args.min_score is not None else "F1-optimal on these detections"
+    print(f"min score {point['threshold']:.3f} ({source}): precision {at['precision']:.3f}, recall {at['recall']:.3f}, "
+          f"F1 {at['f1']:.3f}")  # fmt: skip
+    errors = analysis["errors"]["errors"]
+    print("errors (TIDE, dAP50): " + ", ".join(
+        f"{tide.LABELS[kind]} {errors[kind]['dAP50']:.3f} ({errors[kind]['count']})" for kind in tide.ERRORS))  # fmt: skip
+    print(f"report: {os.path.join(args.out, report.REPORT_FILE)} (curves, confusion matrix, errors)")
     return 0
 
 
@@ -79,13 +97,15 @@ def _predict(args: argparse.Namespace) -> int:
     except predict.PredictError as error:
         raise UsageError(str(error)) from None
     serving_fn = predict.load_serving_fn(model_dir)
+    min_score, source = predict.min_score(serving_fn, args.min_score)
+    print(f"vocdet predict: {model_dir}, min score {min_score:.3f} ({source})")
     failures = 0
     from tqdm import tqdm
 
     progress = tqdm(paths, unit="image", disable=len(paths) < 2 or not sys.stderr.isatty())
     for path in progress:
         try:
-            picture, detections = predict.predict_file(serving_fn, path, args.out, args.min_score, args.max_image_pixels)
+            picture, detections = predict.predict_file(serving_fn, path, args.out, min_score, args.max_image_pixels)
         except predict.PredictError as error:
             progress.write(f"vocdet predict: error: {error}", file=sys.stderr)
             failures += 1

@@ -48,6 +48,7 @@ EVALUATOR_METRICS = (
     "coco/AP", "coco/AP50", "coco/AP75", "coco/APs", "coco/APm", "coco/APl", "coco/AR100",
     "voc/mAP50_11point", "voc/mAP50_area",
 )  # fmt: skip
+DEPLOYMENT_PREFIXES = ("operating/", "tide/")
 BASELINE_PREFIX = "baseline/"
 MARKDOWN_LIMIT = 400_000  # KFP's MarkdownViewer: MAX_MARKDOWN_STR_LENGTH
 _IMAGE_LINE = re.compile(r"^!\[([^\]]*)\]\(([^)]+)\)\s*$", re.MULTILINE)
@@ -109,6 +110,8 @@ def _evaluator(artifacts) -> dict:
     with open(os.path.join(evaluation.uri, "blessing.json")) as handle:
         blessing = json.load(handle)
     metrics = {key: evaluated["metrics"][key] for key in EVALUATOR_METRICS}
+    # How to deploy it: the model's min score, precision and recall there, the F1-optimal cut, TIDE's costs.
+    metrics.update({key: value for key, value in evaluated["metrics"].items() if key.startswith(DEPLOYMENT_PREFIXES)})
     metrics["blessed"] = int(blessing["blessed"])
     for key in EVALUATOR_METRICS:
         if evaluated.get("baseline_metrics"):

@@ -43,7 +43,9 @@ class RunSummary:
         lines = [
             f"evaluation: COCO mAP@[.5:.95] {self.metrics['coco/AP']:.3f}, mAP@0.5 {self.metrics['coco/AP50']:.3f}, "
             f"VOC2007 mAP@0.5 {self.metrics['voc/mAP50_11point']:.3f} on {self.num_eval_images} images",
-            f"report: {os.path.join(self.evaluation_dir, 'report.md')} (per-class AP, PR curves, gallery)",
+            *self._operating_point_lines(),
+            f"report: {os.path.join(self.evaluation_dir, 'report.md')} "
+            "(per-class AP, PR and F1 curves, confusion matrix, errors, gallery)",
             f"blessed: {'yes' if self.blessed else 'no'} ({'; '.join(self.blessing_reasons)})",
             (f"pushed model: already serving as version {os.path.basename(self.pushed_model_dir)} ({self.pushed_model_dir})"
              if self.already_serving else f"pushed model: {self.pushed_model_dir}")
@@ -58,6 +60,20 @@ class RunSummary:
             lines.append(f"warm-started from the blessed model {self.warm_started_from}")
         if self.cached:
             lines.append(f"from TFX's cache (unchanged inputs and settings): {', '.join(self.cached)}")
+        return lines
+
+
+    def _operating_point_lines(self) -> list[str]:
+        """The model's cut and what it gives on the eval split; its TIDE errors, the costliest first."""
+        metrics = self.metrics
+        if "operating/min_score" not in metrics:
+            return []
+        lines = [f"recommended min score {metrics['operating/min_score']:.2f} "
+                 f"(P {metrics['operating/precision']:.2f}, R {metrics['operating/recall']:.2f})"]  # fmt: skip
+        costs = sorted(((value, key.split("/")[1].removesuffix("_dAP50")) for key, value in metrics.items()
+                        if key.startswith("tide/")), reverse=True)  # fmt: skip
+        if costs:
+            lines.append("errors (TIDE, mAP@0.5 each costs): " + ", ".join(f"{kind} {value:.3f}" for value, kind in costs))
         return lines
 
 

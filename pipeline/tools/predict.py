@@ -6,7 +6,9 @@ grayscale and RGBA, ...) of any size is turned upright by its EXIF orientation
 (as ingest does, and as viewers show it) and converted to RGB PNG bytes for the
 serving signature, which returns boxes in the upright image's pixels. Per image:
 `<stem>.png` with boxes, class names and scores drawn, and `<stem>.json` with
-the detections at or above `min_score`.
+the detections at or above the min score: `--min-score`, else the model's
+recommended one (its signature's `recommended_min_score`, tuned by the Trainer),
+else, for a model from before it, `model.display_confidence_threshold`.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import warnings
 
 from PIL import Image, UnidentifiedImageError
 
-from vocdet.components import visualization
+from vocdet.components import features, visualization
+from vocdet.components.settings import ModelConfig
 from vocdet.components.atomic_pusher import push
 from vocdet.components.voc_example_gen import convert, orientation
 
@@ -121,6 +124,20 @@ def detect(serving_fn, image: Image.Image, min_score: float) -> list[Detection]:
         )
         if score >= min_score
     ]
+
+
+def min_score(serving_fn, given: float | None) -> tuple[float, str]:
+    """(the cut, where it came from): `given`, else the model's recommended min score, else the display default."""
+    if given is not None:
+        return given, "--min-score"
+    if features.RECOMMENDED_MIN_SCORE in serving_fn.structured_outputs:
+        import tensorflow as tf
+
+        blank = io.BytesIO()
+        Image.new("RGB", (8, 8)).save(blank, format="PNG")
+        outputs = serving_fn(images=tf.constant([blank.getvalue()]))
+        return float(outputs[features.RECOMMENDED_MIN_SCORE][0]), "the model's recommended min score"
+    return ModelConfig.display_confidence_threshold, "model.display_confidence_threshold: the model has no recommended min score"
 
 
 def write_outputs(image: Image.Image, detections: list[Detection], out_dir: str, stem: str) -> tuple[str, str]:
