@@ -80,7 +80,7 @@ def run_record(store, run) -> RunRecord:
             data = lineage.examples_of(produced[0])
             record.span, record.examples = data["span"], data["examples"]
     trained_on = lineage.inputs(store, nodes.get("Transform"), "examples")
-    record.train_spans = sorted(a.properties["span"].int_value for a in trained_on if "span" in a.properties)
+    record.train_spans = sorted(span for span in map(lineage.span_of, trained_on) if span is not None)
     base = lineage.inputs(store, nodes.get(lineage.TRAINER_NODE), "base_model")
     record.warm_started_from = base[0].id if base else None
     _evaluation(store, nodes, record)

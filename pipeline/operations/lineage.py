@@ -113,11 +113,19 @@ def evaluation_metrics(evaluation) -> tuple[dict | None, dict | None]:
 
 def examples_of(examples) -> dict:
     """{span, examples per split} of an Examples artefact (counts where its report is readable here)."""
-    span = examples.properties["span"].int_value if "span" in examples.properties else None
+    span = span_of(examples)
     counts = None
     if "://" not in examples.uri and os.path.isdir(examples.uri):
         counts = {split: c["written"] for split, c in ingest_counts(examples.uri).items()}
     return {"span": span, "examples": counts}
+
+
+def span_of(examples) -> int | None:
+    """An Examples artefact's span (TFX 1.16 records it as a custom property, older releases as a property)."""
+    for properties in (examples.properties, examples.custom_properties):
+        if "span" in properties:
+            return properties["span"].int_value
+    return None
 
 
 def is_blessed(store, model_id: int) -> bool:

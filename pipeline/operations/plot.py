@@ -1,9 +1,9 @@
 """`vocdet runs --plot FILE.png`: the history's metrics run by run over time, for a person to read.
 
 COCO mAP, AP50 and VOC07 mAP of each evaluated run at its start time (filled markers: blessed; hollow:
-not), failed runs as crosses on the time axis, each pushed version labelled at its run, withdrawn
-versions struck through in grey, and each rollback as a vertical line naming the version it served
-again. matplotlib with its Agg backend: no display needed.
+not), failed runs as crosses on the time axis naming the node, each pushed version labelled at its
+run (grey when withdrawn), a blessed model the Pusher refused as such, and each rollback as a
+vertical line naming the version it served again. matplotlib with its Agg backend: no display needed.
 """
 
 from __future__ import annotations
@@ -36,13 +36,18 @@ def plot(records: list, path: str, withdrawn_versions: set[int] | None = None) -
         for x, y, blessed in points:
             axes.plot([x], [y], "o", color=color, markersize=7, markerfacecolor=color if blessed else "white")
     top = max([max(r.metrics.values()) for r in evaluated] + [0.1])
-    for r in evaluated:
-        if r.pushed_version is None or r.already_serving:
+    for index, r in enumerate(evaluated):
+        if r.pushed_version is not None and not r.already_serving:
+            gone = r.pushed_version in withdrawn_versions
+            label, color = f"pushed v{r.pushed_version}" + (" (withdrawn)" if gone else ""), "grey" if gone else "black"
+        elif r.not_pushed_reason and r.blessed:
+            label, color = "not pushed: " + ("withdrawn model" if "withdrawn" in r.not_pushed_reason else "see vocdet runs"), "firebrick"
+        else:
             continue
-        label = f"pushed v{r.pushed_version}" + (" (withdrawn)" if r.pushed_version in withdrawn_versions else "")
-        axes.annotate(label, (when(r), max(r.metrics.values())), textcoords="offset points", xytext=(0, 10),
-                      ha="center", fontsize=8, color="grey" if r.pushed_version in withdrawn_versions else "black",
-                      bbox={"boxstyle": "round", "fc": "white", "ec": "lightgrey"})
+        # Alternate heights, so labels of runs close in time do not cover each other.
+        axes.annotate(label, (when(r), max(r.metrics.values())), textcoords="offset points", xytext=(0, 12 + 16 * (index % 2)),
+                      ha="center", fontsize=8, color=color, bbox={"boxstyle": "round", "fc": "white", "ec": "lightgrey"},
+                      arrowprops={"arrowstyle": "-", "color": "lightgrey"})
     for r in runs:
         if r.state == "FAILED":
             axes.plot([when(r)], [0], "x", color="red", markersize=10, markeredgewidth=2)
@@ -51,8 +56,9 @@ def plot(records: list, path: str, withdrawn_versions: set[int] | None = None) -
     for r in records:
         if r.kind == "rollback":
             axes.axvline(when(r), color="purple", linestyle="--", linewidth=1)
-            axes.annotate(f"rollback: v{r.rolled_back_to} served again as v{r.pushed_version}", (when(r), top * 1.12),
-                          rotation=90, fontsize=8, color="purple", ha="right", va="top")
+            axes.annotate(f"rollback: v{r.rolled_back_to}\nserved again as v{r.pushed_version}", (when(r), top * 0.3),
+                          textcoords="offset points", xytext=(-4, 0), fontsize=8, color="purple", ha="right", va="center",
+                          bbox={"boxstyle": "round", "fc": "white", "ec": "plum"})
     axes.plot([], [], "o", color="grey", label="blessed (filled) / not (hollow)")
     axes.set_ylim(-0.05, top * 1.25)
     axes.set_ylabel("metric on the eval split")
