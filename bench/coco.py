@@ -3,9 +3,13 @@
 4,952 images, about 12,000 ground-truth boxes over 20 classes, 100 detections
 per image (jittered true boxes and background). Times:
   - reference: pycocotools' COCOeval (evaluate + accumulate + summarize);
-  - vocdet: `scoring.score`, everything the Evaluator computes (COCO's 12
-    numbers via faster-coco-eval, per-class AP, and VOC mAP both ways).
-It also checks that the COCO numbers are equal.
+  - vocdet: `scoring.score` (COCO's 12 numbers via faster-coco-eval, per-class
+    AP, and VOC mAP both ways), then output by output what `deployment.analyse`
+    adds: the matching at IoU 0.5, the curves and thresholds, the confusion
+    matrix, and TIDE's error breakdown.
+Targets (issue #26): scoring + curves + threshold + confusion matrix at least
+2.5x faster than pycocotools' COCOeval alone; TIDE within one more COCOeval.
+It also checks that the COCO numbers are equal, and TIDE's base AP50 to COCO's.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from vocdet.components.coco_evaluator import coco_metrics, scoring
+from vocdet.components.coco_evaluator import coco_metrics, confusion, matching, operating_point, scoring, tide
 
 NUM_IMAGES, NUM_CLASSES, DETECTIONS_PER_IMAGE = 4952, 20, 100
 
@@ -74,8 +78,30 @@ def main() -> None:
     coco_metrics.evaluate(ground_truth, detections)
     coco_only_seconds = time.perf_counter() - started
 
+    timings = {}
+    started = time.perf_counter()
+    matches = matching.match(ground_truth, detections, len(names))
+    timings["matching at IoU 0.5"] = time.perf_counter() - started
+    started = time.perf_counter()
+    point = operating_point.operating_point(matches, names)
+    timings["curves + F1-optimal thresholds"] = time.perf_counter() - started
+    started = time.perf_counter()
+    confusion.confusion_matrix(matches, point.best.threshold)
+    timings["confusion matrix"] = time.perf_counter() - started
+    started = time.perf_counter()
+    errors = tide.breakdown(matches)
+    tide_seconds = time.perf_counter() - started
+
     difference = max(abs(scores["metrics"][f"coco/{n}"] - v) for n, v in zip(coco_metrics.METRIC_NAMES, reference.stats))
+    deployment_seconds = vocdet_seconds + sum(timings.values())
     print(f"coco: reference pycocotools COCOeval:                 {reference_seconds:6.1f} s")
     print(f"coco: vocdet COCO metrics only (faster-coco-eval):    {coco_only_seconds:6.1f} s")
     print(f"coco: vocdet Evaluator scoring (COCO + per class + VOC): {vocdet_seconds:6.1f} s")
     print(f"coco: ratio pycocotools / vocdet = {reference_seconds / vocdet_seconds:.2f}x; max |difference| {difference:.1e}")
+    for name, seconds in timings.items():
+        print(f"coco:   + {name + ':':40s} {seconds:6.2f} s")
+    print(f"coco: scoring + curves + thresholds + confusion matrix: {deployment_seconds:6.1f} s, "
+          f"ratio pycocotools / vocdet = {reference_seconds / deployment_seconds:.2f}x (target >= 2.5x)")  # fmt: skip
+    print(f"coco:   + TIDE error breakdown: {tide_seconds:6.2f} s = {tide_seconds / reference_seconds:.2f} of one "
+          f"pycocotools COCOeval (target <= 1); its base AP50 - COCO's AP50 = "
+          f"{errors['base_AP50'] - reference.stats[1]:.1e}")  # fmt: skip

@@ -175,7 +175,7 @@ def test_data_root_is_a_run_parameter_and_settings_travel_in_the_node_ir(compile
         trainer_ir.nodes[0].pipeline_node.parameters.parameters["custom_config"].field_value.string_value
     )
     assert custom_config["train"]["epochs"] == 7 and custom_config["train"]["warm_start"] is True
-    assert set(custom_config) == {"model", "train", "class_names"}  # the Trainer's own slice only
+    assert set(custom_config) == {"model", "train", "class_names", "tuning_metric", "tuning_splits"}  # the Trainer's own slice only
     pusher_ir = _node_ir(_executors(spec)[_executor_label(spec, by_node["Pusher"][0])].container)
     destination = pusher_ir.nodes[0].pipeline_node.parameters.parameters["push_destination"].field_value.string_value
     assert "/mnt/vocdet/serving/vocdet" in destination
