@@ -70,3 +70,40 @@ def test_predict_takes_files_folders_and_globs(tmp_path):
     with pytest.raises(predict.PredictError, match="empty: no images"):
         (tmp_path / "empty").mkdir()
         predict.expand_inputs([str(tmp_path / "empty")])
+
+
+def test_writes_the_operating_point_confusions_and_errors(tmp_path, capsys):
+    ground_truth, detections = random_case(7)
+    out = tmp_path / "out"
+    gt, dt = _write(tmp_path, "gt.json", ground_truth), _write(tmp_path, "dt.json", detections)
+    assert cli.main(["evaluate", "--gt", gt, "--dt", dt, "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    with open(out / "metrics.json") as handle:
+        metrics = json.load(handle)
+    point = metrics["operating_point"]
+    assert point["threshold_from"] == "F1-optimal on these detections" and point["threshold"] == point["best"]["threshold"]
+    assert f"min score {point['threshold']:.3f} (F1-optimal on these detections)" in said and "errors (TIDE, dAP50): Cls" in said
+    assert len(metrics["confusion_matrix"]["counts"]) == 6  # 5 classes and background
+    assert metrics["errors"]["base_AP50"] == pytest.approx(metrics["metrics"]["coco/AP50"], abs=1e-6)
+    for picture in ("F1_curve.png", "P_curve.png", "R_curve.png", "confusion_matrix.png", "errors.png"):
+        assert (out / picture).stat().st_size > 5000
+    # A given cut: precision, recall and the confusion matrix there.
+    assert cli.main(["evaluate", "--gt", gt, "--dt", dt, "--out", str(out), "--min-score", "0.9"]) == 0
+    with open(out / "metrics.json") as handle:
+        at = json.load(handle)["operating_point"]
+    assert at["threshold"] == 0.9 and at["at_threshold"]["threshold"] == 0.9
+    assert "min score 0.900 (given)" in capsys.readouterr().out
+
+
+def test_predict_falls_back_to_the_display_threshold_for_a_model_without_one():
+    from vocdet.components.settings import ModelConfig
+    from vocdet.pipeline.tools import predict
+
+    class OlderModel:
+        structured_outputs = {"detection_boxes": None, "num_detections": None}
+
+    assert predict.min_score(OlderModel(), None) == (
+        ModelConfig.display_confidence_threshold,
+        "model.display_confidence_threshold: the model has no recommended min score",
+    )
+    assert predict.min_score(OlderModel(), 0.3) == (0.3, "--min-score")

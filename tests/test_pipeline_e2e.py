@@ -127,9 +127,23 @@ def test_evaluation_report_is_complete(pipeline_run):
     assert "COCO mAP@[.5:.95]" in text and "| aeroplane |" in text and "blessed" in text
     from PIL import Image
 
-    for name in (report.PR_CURVES_FILE, report.GALLERY_FILE):
+    for name in (report.PR_CURVES_FILE, report.GALLERY_FILE, "F1_curve.png", "P_curve.png", "R_curve.png",
+                 "confusion_matrix.png", "errors.png"):  # fmt: skip
         with Image.open(os.path.join(summary.evaluation_dir, name)) as picture:
             assert picture.width > 300 and picture.height > 200
+    # How to deploy it: the model's cut (tuned on the training splits), what it gives on test, the errors.
+    tuning = metrics["tuning"]
+    assert tuning["splits"] == ["train", "validation"] and tuning["images"] == 24
+    assert metrics["splits"] == {"tuned_on": ["train", "validation"], "scored_on": "test (16 images)"}
+    assert metrics["operating_point"]["threshold"] == pytest.approx(tuning["min_score"], abs=1e-6)
+    assert metrics["operating_point"]["threshold_from"] == "model"
+    assert metrics["metrics"]["operating/min_score"] == pytest.approx(tuning["min_score"], abs=1e-6)
+    counts = np.array(metrics["confusion_matrix"]["counts"])
+    assert counts.shape == (len(config_lib.demo().data.class_names) + 1,) * 2
+    assert set(metrics["errors"]["errors"]) == {"cls", "loc", "both", "dupe", "bkg", "miss"}
+    assert metrics["errors"]["base_AP50"] == pytest.approx(metrics["metrics"]["coco/AP50"], abs=1e-6)
+    assert "## How to deploy it" in text and "tuned on **train+validation**" in text and "### Decoder sweep" in text
+    assert f"recommended min score {tuning['min_score']:.2f} (P " in "\n".join(summary.lines())
 
 
 @pytest.mark.e2e
@@ -175,6 +189,16 @@ def test_predict_draws_and_lists_detections_for_any_image(pipeline_run, small_vo
             x0, y0, x1, y1 = detection["box"]
             assert 0 <= x0 <= x1 <= width and 0 <= y0 <= y1 <= height
         assert Image.open(out / f"{stem}.png").size == (width, height)
+    # Without --min-score, predict cuts at the model's recommended min score.
+    assert cli.main(["predict", "--model", base, jpeg, "--out", str(tmp_path / "cut")]) == 0
+    said = capsys.readouterr().out
+    threshold = float(said.split("min score ")[1].split()[0])
+    assert "(the model's recommended min score)" in said
+    with open(tmp_path / "cut" / "000003.json") as handle:
+        cut = json.load(handle)["detections"]
+    with open(out / "000003.json") as handle:
+        everything = json.load(handle)["detections"]
+    assert [d for d in everything if d["score"] >= threshold] == cut and len(cut) < len(everything)
     # The 16-bit copy of the grey image is scaled back to the same 8-bit levels, not clipped to white:
     # the model sees the same image and gives the same detections.
     for suffix in (".json", ".png"):

@@ -36,7 +36,7 @@ def analyse(ground_truth: dict, detections: list[dict], class_names: list[str], 
     """The operating point, the confusion matrix and the error breakdown, as metrics.json keeps them."""
     matches = matching.match(ground_truth, detections, len(class_names))
     point = operating_point.operating_point(matches, class_names, model_threshold)
-    threshold = model_threshold if model_threshold is not None else point.best.threshold
+    threshold = model_threshold if model_threshold is not None else operating_point.rounded_down(point.best.threshold)
     matrix = confusion.confusion_matrix(matches, threshold)
     return {
         "operating_point": {

@@ -18,6 +18,7 @@ deployment does. The curves for the pictures are sampled on a fixed grid (`GRID`
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -36,7 +37,13 @@ class Cut:
     f1: float
 
     def to_dict(self) -> dict[str, float]:
-        return {key: round(float(value), 6) for key, value in dataclasses.asdict(self).items()}
+        values = {key: round(float(value), 6) for key, value in dataclasses.asdict(self).items()}
+        return {**values, "threshold": rounded_down(self.threshold)}
+
+
+def rounded_down(threshold: float) -> float:
+    """A threshold to 6 decimals, never above the score it came from (a cut keeps score >= threshold)."""
+    return math.floor(float(threshold) * 1e6) / 1e6
 
 
 def best_cut(score: np.ndarray, true_positive: np.ndarray, false_positive: np.ndarray, positives: int) -> Cut:

@@ -111,7 +111,7 @@ def tune(model, files, tf_transform_output, settings, batch_size: int) -> Tuning
         nms_iou_threshold=chosen,
         metric=settings.tuning_metric,
         sweep=sweep,
-        min_score=round(cut.threshold, 6),
+        min_score=operating_point.rounded_down(cut.threshold),
         precision=round(cut.precision, 6),
         recall=round(cut.recall, 6),
         f1=round(cut.f1, 6),
