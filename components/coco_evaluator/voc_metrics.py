@@ -48,28 +48,38 @@ def class_curve(ground_truth: dict, detections: list[tuple], iou_threshold: floa
     Returns:
       (recall, precision, number of non-difficult objects); empty arrays when
       there are no detections.
+
+    A detection's outcome depends only on the higher-scored detections of its own image, so the
+    devkit's sequential pass runs image by image, over the images that have objects of the class;
+    every detection elsewhere is a false positive (the same outcome, without the loop).
     """
     positives = sum(int((~difficult).sum()) for _, difficult in ground_truth.values())
-    matched = {image_id: np.zeros(len(boxes), dtype=bool) for image_id, (boxes, _) in ground_truth.items()}
-    order = sorted(range(len(detections)), key=lambda index: -detections[index][1])
-    true_positive, false_positive = [], []
-    for index in order:
-        image_id, _, box = detections[index]
-        boxes, difficult = ground_truth.get(image_id, (np.zeros((0, 4)), np.zeros(0, dtype=bool)))
-        overlaps = iou(np.asarray(box, dtype=np.float64), boxes)
-        best = int(np.argmax(overlaps)) if len(overlaps) else -1
-        if best >= 0 and overlaps[best] >= iou_threshold:
-            if difficult[best]:
-                continue  # neither a true nor a false positive
-            if not matched[image_id][best]:
-                matched[image_id][best] = True
-                true_positive.append(1)
-                false_positive.append(0)
+    order = sorted(range(len(detections)), key=lambda index: -detections[index][1])  # stable, as the devkit sorts
+    outcome = np.zeros(len(order), dtype=np.int8)  # 0: false positive, 1: true positive, -1: neither (difficult)
+    positions_by_image: dict = {}
+    for position, index in enumerate(order):
+        image_id = detections[index][0]
+        if image_id in ground_truth:
+            positions_by_image.setdefault(image_id, []).append(position)
+    for image_id, positions in positions_by_image.items():
+        boxes, difficult = ground_truth[image_id]
+        if len(boxes) == 0:
+            continue
+        overlaps = _pairwise_iou(np.array([detections[order[p]][2] for p in positions], dtype=np.float64), boxes)
+        best = overlaps.argmax(axis=1)
+        best_iou = overlaps[np.arange(len(positions)), best]
+        matched = np.zeros(len(boxes), dtype=bool)
+        for position, target, value in zip(positions, best, best_iou):
+            if value < iou_threshold:
                 continue
-        true_positive.append(0)
-        false_positive.append(1)
-    true_positive = np.cumsum(true_positive, dtype=np.float64)
-    false_positive = np.cumsum(false_positive, dtype=np.float64)
+            if difficult[target]:
+                outcome[position] = -1
+            elif not matched[target]:
+                matched[target] = True
+                outcome[position] = 1
+    outcome = outcome[outcome >= 0]
+    true_positive = np.cumsum(outcome == 1, dtype=np.float64)
+    false_positive = np.cumsum(outcome == 0, dtype=np.float64)
     recall = true_positive / max(positives, 1)
     precision = true_positive / np.maximum(true_positive + false_positive, np.finfo(np.float64).eps)
     return recall, precision, positives
@@ -106,13 +116,16 @@ def evaluate(ground_truth: dict, detections: dict, class_names: list[str]) -> tu
 
 def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one xyxy box with each of `boxes` [n, 4]."""
-    if len(boxes) == 0:
-        return np.zeros(0)
-    x0 = np.maximum(box[0], boxes[:, 0])
-    y0 = np.maximum(box[1], boxes[:, 1])
-    x1 = np.minimum(box[2], boxes[:, 2])
-    y1 = np.minimum(box[3], boxes[:, 3])
+    return _pairwise_iou(np.asarray(box, dtype=np.float64).reshape(1, 4), boxes)[0] if len(boxes) else np.zeros(0)
+
+
+def _pairwise_iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """[n, m] IoU of xyxy boxes."""
+    x0 = np.maximum(first[:, None, 0], second[None, :, 0])
+    y0 = np.maximum(first[:, None, 1], second[None, :, 1])
+    x1 = np.minimum(first[:, None, 2], second[None, :, 2])
+    y1 = np.minimum(first[:, None, 3], second[None, :, 3])
     intersection = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    return intersection / np.maximum(area + areas - intersection, np.finfo(np.float64).eps)
+    areas_first = ((first[:, 2] - first[:, 0]) * (first[:, 3] - first[:, 1]))[:, None]
+    areas_second = ((second[:, 2] - second[:, 0]) * (second[:, 3] - second[:, 1]))[None, :]
+    return intersection / np.maximum(areas_first + areas_second - intersection, np.finfo(np.float64).eps)
