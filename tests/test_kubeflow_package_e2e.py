@@ -227,7 +227,8 @@ def test_the_tasks_fill_what_kfps_ui_shows_also_from_tfxs_cache(demo_package_run
         with open(os.path.join(folder, "CocoEvaluator", package_runner.OUTPUT_METADATA_FILE)) as handle:
             (recorded,) = json.load(handle)["artifacts"]["metrics"]["artifacts"]
         metrics = recorded["metadata"]
-        for key in ("coco/AP", "coco/AP50", "coco/AP75", "voc/mAP50_11point", "voc/mAP50_area"):
+        for key in ("coco/AP", "coco/AP50", "coco/AP75", "voc/mAP50_11point", "voc/mAP50_area",
+                    "operating/min_score", "operating/precision", "operating/recall", "tide/cls_dAP50"):  # fmt: skip
             assert abs(metrics[key] - expected[key]) <= 1e-9, key
         assert metrics["blessed"] == 1 and all(isinstance(value, float) for value in metrics.values())
         with open(os.path.join(folder, "CocoEvaluator", "report")) as handle:
@@ -235,7 +236,8 @@ def test_the_tasks_fill_what_kfps_ui_shows_also_from_tfxs_cache(demo_package_run
         assert "| COCO mAP@0.5 |" in report and "| aeroplane |" in report and "data:" not in report
         with open(os.path.join(folder, "CocoEvaluator", "report_html")) as handle:
             html = handle.read()
-        assert html.count('src="data:image/png;base64,') == 2 and "<table>" in html
+        # PR curves, F1/P/R curves, the confusion matrix, the errors, the gallery
+        assert html.count('src="data:image/png;base64,') == 7 and "<table>" in html and "How to deploy it" in html
         with open(os.path.join(folder, "FileBasedExampleGen", "ingest_report")) as handle:
             assert "| train |" in handle.read()
         with open(os.path.join(folder, "Trainer", package_runner.OUTPUT_METADATA_FILE)) as handle:
