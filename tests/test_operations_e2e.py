@@ -272,6 +272,29 @@ def test_rollback_refuses_an_object_store_serving_folder(season):
     assert "gs://bucket/serving/vocdet: vocdet rollback needs a filesystem serving folder" in line
 
 
+@pytest.mark.e2e
+def test_rollback_to_a_withdrawn_pruned_version_restores_it_from_its_artefact(season):
+    """Last of the e2e tests: it changes what serves. v2's folder is gone (pruned); --to v2 brings its
+    withdrawn model back from the pipeline root, clears its mark and withdraws run 3's newer model."""
+    v2, v4 = season["v2"], season["v4"]
+    shutil.rmtree(os.path.join(season["base"], str(v2)))
+    code, out, err = _cli(["rollback", "--output", season["output"], "--to", str(v2)])
+    assert code == 0, err
+    assert "its mark is cleared" in out and f"withdrawn: version {v4}" in out
+    store, _ = source.open_store(season["output"])
+    _, second = season["models"][0]
+    third = {entry["version"]: entry for entry in season["models"][1]}[v4]["model"]
+    m2, m3 = store.get_artifacts_by_id([second, third])
+    assert not withdrawal.is_withdrawn(m2) and withdrawal.is_withdrawn(m3)
+    served = push.versions(season["base"])[-1]
+    with open(os.path.join(season["base"], str(served), push.FINGERPRINT_FILE), "rb") as a, \
+            open(os.path.join(m2.uri, "Format-Serving", push.FINGERPRINT_FILE), "rb") as b:
+        assert a.read() == b.read()
+    last = history.read(store, "vocdet")[-1]
+    assert (last.kind, last.rolled_back_to, last.pushed_version, last.withdrawn_versions) == ("rollback", v2, served, [v4])
+    assert last.restored_from == os.path.join(m2.uri, "Format-Serving")
+
+
 def test_operations_on_a_folder_nothing_ran_in(tmp_path):
     for command in ("runs", "models", "rollback"):
         line = _error(_cli([command, "--output", str(tmp_path)]), command)

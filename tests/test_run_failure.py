@@ -57,3 +57,10 @@ def test_output_and_metadata_exclude_each_other(capsys):
     assert exited.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
     assert "argument --metadata: not allowed with argument --output" in line
+
+
+def test_a_task_whose_node_ir_cannot_be_read_records_nothing_and_keeps_its_error():
+    raw = json.dumps({"pipelineInfo": {"id": "vocdet"}, "nodes": [{"pipelineNode": {"nodeInfo": {"id": "Pusher"}}}]})
+    assert node._names_in(raw) == ("vocdet", "Pusher")
+    assert node._names_in("{not json") == ("", "")
+    node._record_failure(argparse.Namespace(metadata="sqlite:///nowhere.sqlite", run_id="r"), "", "", ValueError("x"))

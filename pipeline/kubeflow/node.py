@@ -214,9 +214,7 @@ def run_node(args: argparse.Namespace, handoff: str | None = None) -> str:
     try:
         node_ir = _resolved_node_ir(args)
     except Exception as error:
-        raw = json.loads(args.node_ir)
-        _record_failure(args, raw.get("pipelineInfo", {}).get("id", ""),
-                        raw["nodes"][0]["pipelineNode"]["nodeInfo"]["id"], error)
+        _record_failure(args, *_names_in(args.node_ir), error)
         raise
     (node,) = node_ir.nodes
     pipeline_node = node.pipeline_node
@@ -251,8 +249,20 @@ def run_node(args: argparse.Namespace, handoff: str | None = None) -> str:
         return node_state(handle.store, node_ir.pipeline_info.id, node_id, args.run_id)
 
 
+def _names_in(node_ir: str) -> tuple[str, str]:
+    """(pipeline name, node id) read from the raw node IR, for an IR that could not be resolved; empty if unreadable."""
+    try:
+        raw = json.loads(node_ir)
+        return raw["pipelineInfo"]["id"], raw["nodes"][0]["pipelineNode"]["nodeInfo"]["id"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return "", ""
+
+
 def _record_failure(args: argparse.Namespace, pipeline_name: str, node_id: str, error: BaseException) -> None:
     """The node and its one-line reason on the run's context (`run_failure`); never hides `error`."""
+    if not pipeline_name or not node_id:
+        logging.warning("Not recorded in the metadata store: the node IR names no pipeline and node")
+        return
     try:
         url = _store_url(args)
         store = metadata_store.connect(url, metadata_store.password_from_environment(url), wait_seconds=0)

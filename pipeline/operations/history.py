@@ -47,6 +47,7 @@ class RunRecord:
     # A rollback's: the version served again, the version it was published as, the versions withdrawn.
     rolled_back_to: int | None = None
     withdrawn_versions: list[int] = dataclasses.field(default_factory=list)
+    restored_from: str | None = None  # the version's folder, or the model's artefact when the folder was pruned
     started_ms: int = 0
 
 
@@ -150,7 +151,7 @@ def _rollback_record(store, execution) -> RunRecord:
         rolled_back_to=properties["to_version"].int_value,
         pushed_version=int(published[0].custom_properties["pushed_version"].string_value) if published else None,
         withdrawn_versions=json.loads(properties["withdrawn_versions"].string_value),
-        warm_started_from=None,
+        restored_from=properties["restored_from"].string_value,
     )
 
 
