@@ -36,7 +36,7 @@ REPO = Path(__file__).resolve().parent.parent
 # Source folder -> the package it installs as (setup.py's ROOTS).
 ROOTS = {"pipeline": "vocdet.pipeline", "components": "vocdet.components"}
 PACKAGE_DATA = "vocdet/components/trainer/checkpoints/*.npz"
-COMMANDS = ("make-sample", "run", "ingest", "compile", "submit", "schedule", "evaluate", "predict")
+COMMANDS = ("make-sample", "run", "ingest", "compile", "submit", "schedule", "evaluate", "predict", "runs", "models", "rollback")
 IMAGE = f"registry.example.com/vocdet:1.2.3@sha256:{'0' * 64}"
 # Ignored by .gitignore; used to snapshot the tree where git is not available.
 UNTRACKED = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "*.pyc", "outputs", ".pytest_cache", ".hypothesis")

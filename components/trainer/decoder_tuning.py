@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import time
 
 import keras
 import keras_cv
@@ -81,6 +82,7 @@ def tune(model, files, tf_transform_output, settings, batch_size: int) -> Tuning
     model_config = settings.model
     if not model_config.nms_iou_grid or not files:
         return None
+    started = time.time()
     images = read_images(files, tf_transform_output, model_config)
     if not images:
         _logger.warning("no tuning images in %s: the decoder keeps model.nms_iou_threshold", files)
@@ -120,8 +122,9 @@ def tune(model, files, tf_transform_output, settings, batch_size: int) -> Tuning
         objects=int(matches.positives().sum()),
     )
     _logger.info(
-        "decoder tuned on %d images of %s: NMS IoU %.2f (%s by IoU: %s), recommended min score %.3f (P %.2f, R %.2f)",
-        tuning.images, "+".join(tuning.splits) or "?", chosen, settings.tuning_metric,
+        "decoder tuned on %d images of %s in %.0f s: NMS IoU %.2f (%s by IoU: %s), recommended min score %.3f "
+        "(P %.2f, R %.2f)",
+        tuning.images, "+".join(tuning.splits) or "?", time.time() - started, chosen, settings.tuning_metric,
         ", ".join(f"{row['nms_iou_threshold']:.2f}: {row[settings.tuning_metric]:.4f}" for row in sweep),
         tuning.min_score, tuning.precision, tuning.recall,
     )  # fmt: skip
