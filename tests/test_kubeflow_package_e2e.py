@@ -17,6 +17,7 @@ import yaml
 from ml_metadata.metadata_store import metadata_store
 from tfx.orchestration import metadata
 
+from vocdet.components.atomic_pusher import serving_lock
 from vocdet.pipeline import cli
 from tests.mysql import PASSWORD
 from vocdet.pipeline.kubeflow import compiler
@@ -135,7 +136,10 @@ def test_a_compiled_package_runs_to_a_pushed_model_that_loads_in_a_fresh_process
     # Every artefact is on the stand-in PVC, where the package's paths put it; pushed once.
     volume = os.path.join(os.path.abspath(output), "volumes", "vocdet-data")
     assert summary.pushed_model_dir.startswith(os.path.join(volume, "serving", "vocdet") + os.sep)
-    assert os.listdir(os.path.dirname(summary.pushed_model_dir)) == [os.path.basename(summary.pushed_model_dir)]
+    # One version, and beside it only the serving folder's lock (hidden, so TF Serving ignores it).
+    assert sorted(os.listdir(os.path.dirname(summary.pushed_model_dir))) == sorted(
+        [os.path.basename(summary.pushed_model_dir), serving_lock.LOCK_FILE]
+    )
     assert all(a.uri.startswith(volume) for a in store.get_artifacts())
     assert not os.path.exists(os.path.join(output, "metadata.sqlite"))  # every task used the server
     # Tasks in parallel, as Argo runs them: the Evaluator and ServingCheck (both after the Trainer) overlap.
