@@ -74,7 +74,9 @@ def run_cocoeval(ground_truth: dict, detections: list[dict]) -> COCOeval:
     coco_gt = _load_coco(ground_truth)
     if detections:
         with contextlib.redirect_stdout(io.StringIO()):
-            coco_dt = coco_gt.loadRes([dict(detection) for detection in detections])
+            # Copies (loadRes writes into them), each with a segmentation: without one, loadRes draws a
+            # polygon for every box, a third of the time at 500,000 detections, that bbox scoring never reads.
+            coco_dt = coco_gt.loadRes([{**detection, "segmentation": None} for detection in detections])
     else:
         # loadRes cannot take an empty list; an empty result set scores as COCOeval would.
         coco_dt = _load_coco({**ground_truth, "annotations": []})
