@@ -15,10 +15,9 @@ s3://) have no locks and no atomic rename: nothing is locked there.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import socket
-import time
+
+from vocdet.components import file_lock
 
 LOCK_FILE = ".vocdet-serving.lock"
 # How long a Pusher waits for a rollback holding the folder.
@@ -44,29 +43,8 @@ def hold(base_directory: str, holder: str, wait_seconds: float = 0.0):
         yield
         return
     os.makedirs(base_directory, exist_ok=True)
-    path = os.path.join(base_directory, LOCK_FILE)
-    deadline = time.monotonic() + wait_seconds
-    with open(path, "a+") as handle:
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    handle.seek(0)
-                    who = handle.read().strip() or "another process"
-                    raise ServingInUse(
-                        f"{base_directory}: serving folder in use by {who}; wait for it to finish"
-                    ) from None
-                time.sleep(1.0)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{holder} (pid {os.getpid()} on {socket.gethostname()}, since {time.strftime('%Y-%m-%d %H:%M:%S')})\n")
-        handle.flush()
-        try:
+    try:
+        with file_lock.hold(os.path.join(base_directory, LOCK_FILE), holder, wait_seconds):
             yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            handle.flush()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    except file_lock.Held as held:
+        raise ServingInUse(f"{base_directory}: serving folder in use by {held.holder}; wait for it to finish") from None

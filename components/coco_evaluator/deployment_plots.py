@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from vocdet.components.coco_evaluator import confusion, tide
@@ -30,8 +32,6 @@ def _pyplot():
 
 def plot_curves(point: dict, directory: str) -> dict[str, str]:
     """The three curves; returns {picture name: file name}."""
-    import os
-
     plt = _pyplot()
     grid = np.array(point["grid"])
     names = [name for name in point["curves"] if name != "all"]
@@ -46,7 +46,7 @@ def plot_curves(point: dict, directory: str) -> dict[str, str]:
         overall = np.array(point["curves"]["all"][key])
         at = point["at_threshold"]
         axis.plot(grid, overall, linewidth=3, color="#1f4e9c",
-                  label=f"all classes {at[key if key != 'f1' else 'f1']:.2f} at {point['threshold']:.3f}")  # fmt: skip
+                  label=f"all classes {at[key]:.2f} at {point['threshold']:.3f}")  # fmt: skip
         axis.axvline(point["threshold"], color="#aa3333", linestyle="--", linewidth=1)
         axis.set_xlim(0, 1)
         axis.set_ylim(0, 1.02)

@@ -119,7 +119,7 @@ def match(
         if d_slice.stop == d_slice.start or g_slice.stop == g_slice.start:
             ious.append(np.zeros((d_slice.stop - d_slice.start, g_slice.stop - g_slice.start)))
             continue
-        overlap = _iou(d_boxes[d_slice], g_boxes[g_slice], g_crowd[g_slice])
+        overlap = pairwise_iou(d_boxes[d_slice], g_boxes[g_slice], g_crowd[g_slice])
         ious.append(overlap)
         categories, gt_categories = d_category[d_slice], g_category[g_slice]
         gt_ignored = g_ignored[g_slice]
@@ -229,8 +229,10 @@ def _xyxy(boxes: list) -> np.ndarray:
     return np.concatenate([array[:, :2], array[:, :2] + array[:, 2:]], axis=1)
 
 
-def _iou(detections: np.ndarray, objects: np.ndarray, crowd: np.ndarray) -> np.ndarray:
+def pairwise_iou(detections: np.ndarray, objects: np.ndarray, crowd: np.ndarray | None = None) -> np.ndarray:
     """[d, g] IoU of xyxy boxes; for a crowd object, the intersection over the detection's area (pycocotools)."""
+    if crowd is None:
+        crowd = np.zeros(len(objects), dtype=bool)
     x0 = np.maximum(detections[:, None, 0], objects[None, :, 0])
     y0 = np.maximum(detections[:, None, 1], objects[None, :, 1])
     x1 = np.minimum(detections[:, None, 2], objects[None, :, 2])

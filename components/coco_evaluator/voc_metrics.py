@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from vocdet.components.coco_evaluator import matching
+
 IOU_THRESHOLD = 0.5
 
 
@@ -65,7 +67,7 @@ def class_curve(ground_truth: dict, detections: list[tuple], iou_threshold: floa
         boxes, difficult = ground_truth[image_id]
         if len(boxes) == 0:
             continue
-        overlaps = _pairwise_iou(np.array([detections[order[p]][2] for p in positions], dtype=np.float64), boxes)
+        overlaps = matching.pairwise_iou(np.array([detections[order[p]][2] for p in positions], dtype=np.float64), boxes)
         best = overlaps.argmax(axis=1)
         best_iou = overlaps[np.arange(len(positions)), best]
         matched = np.zeros(len(boxes), dtype=bool)
@@ -116,16 +118,4 @@ def evaluate(ground_truth: dict, detections: dict, class_names: list[str]) -> tu
 
 def iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """IoU of one xyxy box with each of `boxes` [n, 4]."""
-    return _pairwise_iou(np.asarray(box, dtype=np.float64).reshape(1, 4), boxes)[0] if len(boxes) else np.zeros(0)
-
-
-def _pairwise_iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """[n, m] IoU of xyxy boxes."""
-    x0 = np.maximum(first[:, None, 0], second[None, :, 0])
-    y0 = np.maximum(first[:, None, 1], second[None, :, 1])
-    x1 = np.minimum(first[:, None, 2], second[None, :, 2])
-    y1 = np.minimum(first[:, None, 3], second[None, :, 3])
-    intersection = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    areas_first = ((first[:, 2] - first[:, 0]) * (first[:, 3] - first[:, 1]))[:, None]
-    areas_second = ((second[:, 2] - second[:, 0]) * (second[:, 3] - second[:, 1]))[None, :]
-    return intersection / np.maximum(areas_first + areas_second - intersection, np.finfo(np.float64).eps)
+    return matching.pairwise_iou(np.asarray(box, dtype=np.float64).reshape(1, 4), boxes)[0] if len(boxes) else np.zeros(0)

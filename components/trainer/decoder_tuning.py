@@ -87,17 +87,16 @@ def tune(model, files, tf_transform_output, settings, batch_size: int) -> Tuning
     if not images:
         _logger.warning("no tuning images in %s: the decoder keeps model.nms_iou_threshold", files)
         return None
+    objects = [
+        (index + 1, class_id, box, bool(difficult))
+        for index, (_, _, boxes, classes, difficults) in enumerate(images)
+        for box, class_id, difficult in zip(boxes, classes, difficults)
+    ]
     ground_truth = coco_metrics.coco_ground_truth(
         [{"id": index + 1, "height": int(h), "width": int(w)} for index, (_, (h, w), _, _, _) in enumerate(images)],
-        [
-            coco_metrics.annotation(index + 1, 0, class_id, box, bool(difficult))
-            for index, (_, _, boxes, classes, difficults) in enumerate(images)
-            for box, class_id, difficult in zip(boxes, classes, difficults)
-        ],
+        [coco_metrics.annotation(image_id, number + 1, c, box, d) for number, (image_id, c, box, d) in enumerate(objects)],
         settings.class_names,
     )
-    for number, annotation in enumerate(ground_truth["annotations"]):
-        annotation["id"] = number + 1
     candidates = _candidates(model, images, model_config, batch_size)
     sweep, detections_by_iou = sweep_decoder(candidates, ground_truth, model_config, settings.tuning_metric)
     chosen = best_iou(sweep, settings.tuning_metric, model_config.nms_iou_threshold)

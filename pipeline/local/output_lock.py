@@ -12,10 +12,9 @@ holder dies, so a killed run leaves nothing to clean up.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
-import socket
-import time
+
+from vocdet.components import file_lock
 
 LOCK_FILE = ".vocdet.lock"
 
@@ -28,24 +27,10 @@ class OutputInUse(Exception):
 def hold(output_dir: str, command: str):
     """Holds `output_dir` for `command` (e.g. "run") until the block ends; raises OutputInUse if taken."""
     os.makedirs(output_dir, exist_ok=True)
-    path = os.path.join(output_dir, LOCK_FILE)
-    with open(path, "a+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise OutputInUse(
-                f"{os.path.abspath(output_dir)}: in use by {holder}; wait for it to finish, or give another --output"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        started = time.strftime("%Y-%m-%d %H:%M:%S")
-        handle.write(f"vocdet {command} (pid {os.getpid()} on {socket.gethostname()}, since {started})\n")
-        handle.flush()
-        try:
+    try:
+        with file_lock.hold(os.path.join(output_dir, LOCK_FILE), f"vocdet {command}"):
             yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    except file_lock.Held as held:
+        raise OutputInUse(
+            f"{os.path.abspath(output_dir)}: in use by {held.holder}; wait for it to finish, or give another --output"
+        ) from None
