@@ -13,16 +13,25 @@ from typing import Any
 
 import yaml
 
+from vocdet.components import safe_files
+
+# A config file is a few kB; a larger one is a mistake (a dataset given as --config) or an attack.
+MAX_CONFIG_BYTES = 1_000_000
 
 def read_yaml(path: str) -> Any:
-    """The config file's contents; a folder, a missing file or YAML that does not parse is one line naming the file."""
+    """The config file's contents; a folder, a missing file or YAML that does not parse is one line naming the file.
+
+    Read as a regular file of at most MAX_CONFIG_BYTES (a FIFO never blocks). YAML's aliases are
+    shared objects, so an alias bomb loads small; the messages below render values through
+    `safe_files.shorten`, which never expands one.
+    """
     if os.path.isdir(path):
         raise ValueError(f"{path}: is a folder; the config file is one YAML file (e.g. my.yaml)")
+    if not os.path.lexists(path):
+        raise ValueError(f"{path}: no such config file")
+    content = safe_files.read_bytes(path, MAX_CONFIG_BYTES, "a config file's size")
     try:
-        with open(path) as handle:
-            return yaml.safe_load(handle) or {}
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such config file") from None
+        return yaml.safe_load(content) or {}
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -37,10 +46,10 @@ def deep_merge(cls: type, base: dict[str, Any], overrides: dict[str, Any], path:
     for key, value in overrides.items():
         where = f"{path}{key}"
         if key not in base:
-            raise ValueError(f"unknown config key {where!r}")
+            raise ValueError(f"unknown config key {safe_files.shorten(where)}")
         if dataclasses.is_dataclass(hints[key]):
             if not isinstance(value, dict):
-                raise ValueError(f"config key {where!r} is a section; give a mapping")
+                raise ValueError(f"config key {safe_files.shorten(where)} is a section; give a mapping")
             merged[key] = deep_merge(hints[key], base[key], value, path=f"{where}.")
         else:
             merged[key] = value
@@ -72,15 +81,16 @@ def check_type(key: str, hint, value):
         return check_type(key, hint, value)
     if origin is list:
         if not isinstance(value, list):
-            raise ValueError(f"config key {key!r} must be a list, got {value!r}")
+            raise ValueError(f"config key {safe_files.shorten(key)} must be a list, got {safe_files.shorten(value)}")
         return [check_type(f"{key}[{index}]", arguments[0], item) for index, item in enumerate(value)]
     if origin is dict:
         if not isinstance(value, dict):
-            raise ValueError(f"config key {key!r} must be a mapping, got {value!r}")
+            raise ValueError(f"config key {safe_files.shorten(key)} must be a mapping, got {safe_files.shorten(value)}")
         return {check_type(key, arguments[0], k): check_type(f"{key}.{k}", arguments[1], v) for k, v in value.items()}
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if not isinstance(value, hint) or (hint is int and isinstance(value, bool)):
         names = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
-        raise ValueError(f"config key {key!r} must be {names.get(hint, hint.__name__)}, got {value!r}")
+        raise ValueError(f"config key {safe_files.shorten(key)} must be {names.get(hint, hint.__name__)}, "
+                         f"got {safe_files.shorten(value)}")
     return value
