@@ -17,7 +17,7 @@ import yaml
 from ml_metadata.metadata_store import metadata_store
 from tfx.orchestration import metadata
 
-from vocdet.components.atomic_pusher import serving_lock
+from vocdet.components.atomic_pusher import push, serving_lock
 from vocdet.pipeline import cli
 from tests.mysql import PASSWORD
 from vocdet.pipeline.kubeflow import compiler
@@ -136,9 +136,10 @@ def test_a_compiled_package_runs_to_a_pushed_model_that_loads_in_a_fresh_process
     # Every artefact is on the stand-in PVC, where the package's paths put it; pushed once.
     volume = os.path.join(os.path.abspath(output), "volumes", "vocdet-data")
     assert summary.pushed_model_dir.startswith(os.path.join(volume, "serving", "vocdet") + os.sep)
-    # One version, and beside it only the serving folder's lock (hidden, so TF Serving ignores it).
+    # One version, and beside it only the serving folder's lock and the record of vocdet's pushes (hidden, so
+    # TF Serving ignores them).
     assert sorted(os.listdir(os.path.dirname(summary.pushed_model_dir))) == sorted(
-        [os.path.basename(summary.pushed_model_dir), serving_lock.LOCK_FILE]
+        [os.path.basename(summary.pushed_model_dir), serving_lock.LOCK_FILE, push.PUSHED_RECORD]
     )
     assert all(a.uri.startswith(volume) for a in store.get_artifacts())
     assert not os.path.exists(os.path.join(output, "metadata.sqlite"))  # every task used the server

@@ -78,3 +78,15 @@ def test_the_model_already_served_is_recognised_by_its_tensorflow_fingerprint(tm
     retrained = _model_dir(tmp_path, "retrained")
     (retrained / push.FINGERPRINT_FILE).write_bytes(b"fingerprint-2")
     assert push.serving_version(str(retrained), base) is None
+
+
+def test_prune_deletes_only_versions_vocdet_pushed(tmp_path):
+    model, base = _model_dir(tmp_path), tmp_path / "serving"
+    by_hand = base / "1000"  # an operator's copy, or a version from before the record existed
+    (by_hand / "variables").mkdir(parents=True)
+    (by_hand / "saved_model.pb").write_bytes(b"their graph")
+    pushed = [push.push(str(model), str(base), keep_versions=1)[0] for _ in range(3)]
+    assert push.versions(str(base)) == [1000, pushed[-1]]
+    assert (by_hand / "saved_model.pb").read_bytes() == b"their graph"
+    assert push.pushed_versions(str(base)) == set(pushed)
+    assert push.PUSHED_RECORD not in [str(version) for version in push.versions(str(base))]

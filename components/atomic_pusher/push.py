@@ -9,6 +9,12 @@ removes. Versions are integers that only grow (at least the Unix time, and
 always above the newest present). After a push, all but the newest
 `keep_versions` versions are deleted; the newest is never deleted.
 
+Only what vocdet pushed is ever deleted. Each push records its version in
+`<base>/.vocdet-pushed` (one version a line; a hidden file, which TF Serving
+ignores), and `prune` removes only recorded versions: a version an operator
+copied in by hand, or one pushed before this record existed, counts towards
+`keep_versions` but is kept, and the log says so.
+
 The rename is atomic on POSIX filesystems (local disks, NFS, a PVC). Object
 stores (gs://, s3://) have no atomic rename: there tf.io.gfile copies then
 deletes, and TF Serving may briefly see a partial version.
@@ -24,6 +30,8 @@ from tfx.dsl.io import fileio
 from tfx.utils import io_utils
 
 INCOMING_PREFIX = ".incoming-"
+# The versions vocdet pushed into a serving folder, one a line: the only ones `prune` deletes.
+PUSHED_RECORD = ".vocdet-pushed"
 # Written by tf.saved_model.save beside saved_model.pb (TensorFlow >= 2.12).
 FINGERPRINT_FILE = "fingerprint.pb"
 
@@ -69,6 +77,7 @@ def push(model_path: str, base_directory: str, keep_versions: int) -> tuple[int,
     incoming = os.path.join(base_directory, f"{INCOMING_PREFIX}{version}")
     final = os.path.join(base_directory, str(version))
     io_utils.copy_dir(model_path, incoming)
+    _record_pushed(base_directory, version)  # before the rename: a version vocdet published is always recorded
     fileio.rename(incoming, final)
     _logger.info("Pushed version %d to %s", version, final)
     prune(base_directory, keep_versions)
@@ -83,10 +92,39 @@ def remove_incomplete(base_directory: str) -> None:
             fileio.rmtree(os.path.join(base_directory, name.rstrip("/")))
 
 
+def pushed_versions(base_directory: str) -> set[int]:
+    """The versions vocdet's pushes recorded in `base_directory` (present or not)."""
+    path = os.path.join(base_directory, PUSHED_RECORD)
+    if not fileio.exists(path):
+        return set()
+    with fileio.open(path, "r") as handle:
+        return {int(line) for line in handle.read().split() if line.isdigit()}
+
+
+def _record_pushed(base_directory: str, version: int) -> None:
+    """Adds `version` to the record, rewritten whole through a rename (pushes hold the serving lock)."""
+    recorded = sorted(pushed_versions(base_directory) | {version})
+    path = os.path.join(base_directory, PUSHED_RECORD)
+    with fileio.open(f"{path}.tmp", "w") as handle:
+        handle.write("".join(f"{number}\n" for number in recorded))
+    fileio.rename(f"{path}.tmp", path, overwrite=True)
+
+
 def prune(base_directory: str, keep_versions: int) -> list[int]:
-    """Deletes all but the newest `keep_versions` versions; returns the deleted ones."""
+    """Deletes the versions vocdet pushed among all but the newest `keep_versions`; returns the deleted ones.
+
+    A version vocdet did not push (not in `PUSHED_RECORD`) is never deleted.
+    """
     present = versions(base_directory)
-    doomed = present[: max(0, len(present) - keep_versions)]
+    older = present[: max(0, len(present) - keep_versions)]
+    ours = pushed_versions(base_directory)
+    doomed = [version for version in older if version in ours]
     for version in doomed:
         fileio.rmtree(os.path.join(base_directory, str(version)))
+    kept = [version for version in older if version not in ours]
+    if kept:
+        _logger.warning(
+            "Kept versions %s in %s beyond keep_versions=%d: vocdet did not push them (not in %s); remove them by hand",
+            ", ".join(map(str, kept)), base_directory, keep_versions, PUSHED_RECORD,
+        )
     return doomed
