@@ -19,12 +19,14 @@ from ml_metadata.metadata_store import metadata_store
 from tensorflow_metadata.proto.v0 import schema_pb2
 from tfx.orchestration import metadata
 
-from vocdet.components import features
+from vocdet.components import features, safe_files
 from vocdet.pipeline import config as config_lib
 from vocdet.components.voc_example_gen.executor import LABELS_FILE  # the class list beside the examples
 
 SCHEMA_FILE = "schema.pbtxt"  # SchemaGen's file name in its output
 LABEL_FEATURES = (features.LABEL, features.LABELS, features.LABELS_NO_DIFFICULT)
+# The first line of every file `freeze` writes: the only kind of existing file it overwrites.
+FROZEN_HEADER = "# Frozen by `vocdet freeze-schema`"
 
 
 class FreezeError(ValueError):
@@ -32,7 +34,12 @@ class FreezeError(ValueError):
 
 
 def freeze(output_dir: str, schema_path: str) -> tuple[str, list[str]]:
-    """Writes the newest inferred schema in `output_dir`'s ML Metadata, curated; returns (source, class names)."""
+    """Writes the newest inferred schema in `output_dir`'s ML Metadata, curated; returns (source, class names).
+
+    An existing `schema_path` is replaced only if an earlier freeze wrote it (`FROZEN_HEADER`), through a
+    rename, so a file of the user's is never overwritten and a failed write never leaves half a schema.
+    """
+    _check_replaceable(schema_path)
     metadata_path = config_lib.metadata_path(output_dir)
     if not os.path.exists(metadata_path):
         raise FreezeError(f"{metadata_path}: no ML Metadata store; run `vocdet run --output {output_dir}` first")
@@ -48,13 +55,29 @@ def freeze(output_dir: str, schema_path: str) -> tuple[str, list[str]]:
         raise FreezeError(f"{output_dir}: no examples from vocdet's VOC ExampleGen, whose class list the schema closes")
     class_names = _class_names(max(ingested, key=lambda artifact: artifact.id).uri)
     curate(schema, len(class_names))
-    with open(schema_path, "w") as handle:
+    with open(f"{schema_path}.tmp", "w") as handle:
         handle.write(
-            f"# Frozen by `vocdet freeze-schema` from {source}\n"
+            f"{FROZEN_HEADER} from {source}\n"
             f"# Classes ({len(class_names)}, ids 0..{len(class_names) - 1}): {', '.join(class_names)}\n"
             + text_format.MessageToString(schema)
         )
+    os.replace(f"{schema_path}.tmp", schema_path)
     return source, class_names
+
+
+def _check_replaceable(schema_path: str) -> None:
+    """Refuses a path that holds anything but a schema an earlier freeze wrote."""
+    if not os.path.lexists(schema_path):
+        return
+    try:
+        head = safe_files.read_bytes(schema_path, 10_000_000, "a schema's size")[: len(FROZEN_HEADER)]
+    except safe_files.UnsafeFileError as error:
+        raise FreezeError(f"{error}; give the path of a new file") from None
+    if head != FROZEN_HEADER.encode():
+        raise FreezeError(
+            f"{schema_path}: exists and was not written by `vocdet freeze-schema`; not overwritten: move it aside "
+            "or give another path"
+        )
 
 
 def curate(schema: schema_pb2.Schema, num_classes: int) -> None:
