@@ -27,7 +27,8 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from vocdet.components import features
-from vocdet.components.trainer import input_pipeline, model as model_lib
+from vocdet.components.trainer import input_pipeline, optimization
+from vocdet.components.trainer.retinanet import detector
 from vocdet.pipeline.data.root import prepare_data_root
 from vocdet.pipeline.local import runner as local_runner
 from vocdet.pipeline import config as config_lib
@@ -120,8 +121,8 @@ def main() -> None:
 
         demo = config_lib.demo()
         dataset = input_pipeline.make_dataset(transformed, transform_output, demo.model, demo.train, BATCH, training=True)
-        model = model_lib.build_retinanet(demo.model, len(demo.data.class_names))
-        model_lib.compile_retinanet(model, demo.train, BATCH, 100)
+        model = detector.build_retinanet(demo.model, len(demo.data.class_names))
+        optimization.compile_retinanet(model, demo.train, BATCH, 100)
         batches = dataset.take(13).cache()
         for _ in batches:  # fill the cache: the step time below leaves out the input pipeline
             pass

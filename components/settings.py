@@ -1,6 +1,6 @@
 """The typed settings the code inside components reads: model, training, evaluation.
 
-They belong to the components: `pipeline/config.py` composes them with the data, push and Kubeflow
+They belong to the components: `pipeline/config/` composes them with the data, push and Kubeflow
 sections, presets, YAML files and flags, and nothing here reads a file or knows Kubeflow. Each
 component receives only its own slice as `custom_config` (`TransformSettings`, `TrainerSettings`,
 `EvaluatorSettings`), so TFX's cache, which keys on a component's parameters, reruns a component

@@ -1,4 +1,4 @@
-"""A local HTTP test double of the Kubernetes API, for the calls `pipeline.tfjob` makes.
+"""A local HTTP test double of the Kubernetes API, for the calls `vocdet.pipeline.kubeflow.tfjob` makes.
 
 It stores TFJobs (kubeflow.org/v1, namespaced custom objects: create, get, delete), plays a
 scripted sequence of job conditions, one step per GET (what the Training Operator would write

@@ -227,7 +227,7 @@ def test_rbac_grants_no_more_than_the_launcher_needs(manifests):
     granted = {(resource, verb) for rule in role["rules"] for resource in rule["resources"] for verb in rule["verbs"]}
     assert granted == {
         ("configmaps", "get"), ("pods", "get"), ("pods", "patch"),
-        # The multi-node Trainer's task: its own TFJob, and the chief's log (pipeline/tfjob.py).
+        # The multi-node Trainer's task: its own TFJob, and the chief's log (pipeline/kubeflow/tfjob.py).
         ("tfjobs", "create"), ("tfjobs", "get"), ("tfjobs", "delete"), ("pods/log", "get"),
     }
     (configmaps,) = [rule for rule in role["rules"] if rule["resources"] == ["configmaps"]]

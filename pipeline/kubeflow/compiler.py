@@ -1,7 +1,7 @@
 """Compiles the pipeline for open-source Kubeflow Pipelines 2.x with KFP's own SDK and compiler.
 
 The definition is `pipeline.create_pipeline`, the one `vocdet run` executes. TFX compiles it to its
-pipeline IR; each IR node becomes one KFP container task running `pipeline.kubeflow_node` (TFX's
+pipeline IR; each IR node becomes one KFP container task running `vocdet.pipeline.kubeflow.node` (TFX's
 portable Launcher, as TFX's former Kubeflow runner did), with the node's slice of the IR in its
 arguments. So:
 
@@ -145,7 +145,7 @@ def _pipeline_parameters(pipeline_ir: pipeline_pb2.Pipeline, node_id: str | None
 
 
 def _node_component(pipeline_ir: pipeline_pb2.Pipeline, node_id: str, parameters: list[str], kubeflow: KubeflowConfig):
-    """A KFP container component that runs `node_id` with `pipeline.kubeflow_node`."""
+    """A KFP container component that runs `node_id` with `vocdet.pipeline.kubeflow.node`."""
     node_ir = kubeflow_node.node_ir_json(pipeline_ir, node_id)
     declared = kfp_outputs.DECLARED.get(node_id, {})
 
@@ -200,7 +200,7 @@ def _with_fixed_pipeline_root(pipeline_ir: pipeline_pb2.Pipeline) -> pipeline_pb
 
 
 def _trainer_tfjob_args(kubeflow: KubeflowConfig) -> list[str]:
-    """With `trainer_workers` > 1, the Trainer task's arguments that make it submit a TFJob (pipeline.tfjob).
+    """With `trainer_workers` > 1, the Trainer task's arguments that make it submit a TFJob (vocdet.pipeline.kubeflow.tfjob).
 
     The replicas' pod settings are fixed here, from the same config that sets the single-pod task's.
     """

@@ -20,7 +20,7 @@ nodes x IR. The run id and KFP's run parameters fill the IR's runtime parameters
 
 The Trainer on several nodes (`kubeflow.trainer_workers` > 1): the Trainer's task gets
 `--tfjob-workers N --tfjob-pod JSON` and, instead of launching the node, submits a TFJob
-(`pipeline.tfjob`) whose replicas run this entrypoint with the task's own arguments and
+(`vocdet.pipeline.kubeflow.tfjob`) whose replicas run this entrypoint with the task's own arguments and
 `--tfjob-replica-of JOB`. ML Metadata must see one Trainer execution, published once, and every
 replica must train on the same inputs. So the replicas split TFX's portable Launcher in two:
 
@@ -472,7 +472,7 @@ def _parser() -> argparse.ArgumentParser:
     kfp.add_argument("--kfp-output", nargs=2, action="append", metavar=("NAME", "PATH"), help="a declared output's local path")
     tfjob = parser.add_argument_group("multi-node Trainer (kubeflow.trainer_workers > 1)")
     tfjob.add_argument("--tfjob-workers", type=int, default=0, help="submit a TFJob of this many replicas, and wait for it")
-    tfjob.add_argument("--tfjob-pod", help="the replicas' pod settings, JSON (pipeline.tfjob.ReplicaPod)")
+    tfjob.add_argument("--tfjob-pod", help="the replicas' pod settings, JSON (vocdet.pipeline.kubeflow.tfjob.ReplicaPod)")
     tfjob.add_argument("--tfjob-poll-seconds", type=float, default=10.0, help="how often the job's status is read")
     tfjob.add_argument("--tfjob-replica-of", metavar="JOB", help="run as a replica of this TFJob, by TF_CONFIG")
     return parser

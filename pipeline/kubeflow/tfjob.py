@@ -12,7 +12,7 @@ its placeholders already) plus `--tfjob-replica-of JOB`, and the task's access t
 store: its password secret as the same environment variable, and the label the store's
 NetworkPolicy admits. The operator gives each replica its
 `TF_CONFIG`; what each replica then does, and why only the chief publishes, is in
-`kubeflow_node`'s docstring.
+`vocdet.pipeline.kubeflow.node`'s docstring.
 
 Why a TFJob (Training Operator v1) and not Kubeflow Trainer v2's TrainJob: a TrainJob runs a
 `TrainingRuntime` an admin installs, and v2's runtimes are built for PyTorch (torchrun) and MPI

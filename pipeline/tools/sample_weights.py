@@ -41,13 +41,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from ml_metadata.metadata_store import metadata_store
 
-    from vocdet.components.trainer import checkpoint, model as model_lib, warm_start
+    from vocdet.components.trainer import checkpoint, warm_start
+    from vocdet.components.trainer.retinanet import detector
     from vocdet.pipeline.local import runner as local_runner
 
     summary = local_runner.run(config, data_root)
     store = metadata_store.MetadataStore(local_runner.metadata_config(config))
     trained = max(store.get_artifacts_by_type("Model"), key=lambda artifact: artifact.id)
-    model = model_lib.build_retinanet(config.model, num_classes=len(config.data.class_names))
+    model = detector.build_retinanet(config.model, num_classes=len(config.data.class_names))
     model.load_weights(warm_start.weights_path(os.path.join(trained.uri, "Format-Serving")))
     path = checkpoint.resolve("sample")
     metrics = summary.metrics
