@@ -39,7 +39,7 @@ DETECTION = {"image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "score":
 @pytest.mark.parametrize(
     "gt, dt, message",
     [
-        ("{not json", [DETECTION], "gt.json: not JSON"),
+        ("{not json", [DETECTION], "gt.json: not valid JSON"),
         ({"images": [], "categories": []}, [DETECTION], "gt.json: missing key 'annotations'"),
         (GT, [{**DETECTION, "image_id": 7}], "dt.json: detection 0 is for image_id 7, which"),
         (GT, [{**DETECTION, "category_id": 3}], "dt.json: detection 0 has category_id 3, which"),
@@ -66,7 +66,7 @@ def test_predict_takes_files_folders_and_globs(tmp_path):
     single = tmp_path / "single.jpg"
     single.write_bytes(b"x")
     paths = predict.expand_inputs([str(single), str(folder), str(tmp_path / "images" / "*.jpg")])
-    assert paths == [str(single), str(folder / "a.PNG"), str(folder / "b.jpg"), str(folder / "b.jpg")]
+    assert paths == [str(single), str(folder / "a.PNG"), str(folder / "b.jpg")]  # b.jpg named twice, listed once
     with pytest.raises(predict.PredictError, match="empty: no images"):
         (tmp_path / "empty").mkdir()
         predict.expand_inputs([str(tmp_path / "empty")])

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from vocdet.components.coco_evaluator import coco_files
 from vocdet.pipeline import config as config_lib
 from vocdet.pipeline.cli.errors import UsageError
 
@@ -19,6 +20,16 @@ def add_commands(commands) -> None:
     evaluate.add_argument(
         "--min-score", type=float, default=None,
         help="the cut to report precision, recall and the confusion matrix at (default: the F1-optimal one of these detections)",
+    )  # fmt: skip
+    evaluate.add_argument(
+        coco_files.DETECTIONS_FLAG, type=int, default=coco_files.MAX_DETECTIONS,
+        help="refuse a detections file with more, counted as it is parsed (default %(default)s: twice VOC2007 "
+        "test or COCO val2017 at 100 an image)",
+    )  # fmt: skip
+    evaluate.add_argument(
+        coco_files.BYTES_FLAG, type=int, default=coco_files.MAX_JSON_BYTES,
+        help="refuse a larger --gt or --dt file, checked from its size before reading (default %(default)s: "
+        f"the detection limit at {coco_files.BYTES_PER_DETECTION} bytes a detection)",
     )  # fmt: skip
     evaluate.set_defaults(handler=_evaluate)
 
@@ -50,20 +61,24 @@ def add_commands(commands) -> None:
         "--max-image-pixels",
         type=int,
         default=config_lib.DataConfig.max_image_pixels,
-        help="larger images are skipped, checked from their header before decoding",
+        help="larger images are skipped, checked from their header before decoding; so are image files too large to "
+        "hold one (see the README's Bad input), checked from their size before reading",
     )
     predict.set_defaults(handler=_predict)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from vocdet.components.coco_evaluator import coco_files, deployment, report, scoring, tide
-
     if args.min_score is not None and not 0.0 <= args.min_score <= 1.0:
         raise UsageError(f"--min-score must be in [0, 1], got {args.min_score}")
+    for flag, value in ((coco_files.DETECTIONS_FLAG, args.max_detections), (coco_files.BYTES_FLAG, args.max_json_bytes)):
+        if value < 1:
+            raise UsageError(f"{flag} must be positive, got {value}")
     try:
-        ground_truth, detections, class_names = coco_files.load(args.gt, args.dt)
+        ground_truth, detections, class_names = coco_files.load(args.gt, args.dt, args.max_detections, args.max_json_bytes)
     except coco_files.CocoFileError as error:
         raise UsageError(str(error)) from None
+    from vocdet.components.coco_evaluator import deployment, report, scoring, tide  # seconds to import: after the files are checked
+
     scores, curves = scoring.score(ground_truth, detections, class_names)
     analysis = deployment.analyse(ground_truth, detections, class_names, args.min_score)
     report.write_report(args.out, scores, curves, num_images=len(ground_truth["images"]), analysis=analysis,
@@ -88,24 +103,34 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from vocdet.pipeline.tools import predict
 
-    try:
-        model_dir = predict.resolve_model_dir(args.model)
-    except predict.PredictError as error:
-        raise UsageError(str(error)) from None
+    if args.max_image_pixels < 1:
+        raise UsageError(f"--max-image-pixels must be positive, got {args.max_image_pixels}")
     try:
         paths = predict.expand_inputs(args.images)
     except predict.PredictError as error:
         raise UsageError(str(error)) from None
+    readable, refused = predict.readable_inputs(paths, args.max_image_pixels)  # before TensorFlow loads
+    for problem in refused:
+        print(f"vocdet predict: error: {problem}", file=sys.stderr)
+    failures = len(refused)
+    if not readable:
+        return 1
+    try:
+        model_dir = predict.resolve_model_dir(args.model)
+    except predict.PredictError as error:
+        raise UsageError(str(error)) from None
+    stems = predict.output_stems(readable)
     serving_fn = predict.load_serving_fn(model_dir)
     min_score, source = predict.min_score(serving_fn, args.min_score)
     print(f"vocdet predict: {model_dir}, min score {min_score:.3f} ({source})")
-    failures = 0
     from tqdm import tqdm
 
-    progress = tqdm(paths, unit="image", disable=len(paths) < 2 or not sys.stderr.isatty())
+    progress = tqdm(readable, unit="image", disable=len(readable) < 2 or not sys.stderr.isatty())
     for path in progress:
         try:
-            picture, detections = predict.predict_file(serving_fn, path, args.out, min_score, args.max_image_pixels)
+            picture, detections = predict.predict_file(
+                serving_fn, path, args.out, min_score, args.max_image_pixels, stems[path]
+            )
         except predict.PredictError as error:
             progress.write(f"vocdet predict: error: {error}", file=sys.stderr)
             failures += 1
