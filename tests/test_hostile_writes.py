@@ -1,10 +1,14 @@
 """vocdet writes over nothing it did not write itself: the schema file, and every user file around it."""
 
+import json
 import os
 
 import pytest
+from PIL import Image
 
+from vocdet.pipeline import cli
 from vocdet.pipeline.data import frozen_schema
+from vocdet.pipeline.tools import output_folder
 
 
 def test_freeze_schema_never_overwrites_a_users_file(tmp_path):
@@ -29,3 +33,42 @@ def test_freeze_schema_replaces_its_own_earlier_file(tmp_path):
     ours.write_text(f"{frozen_schema.FROZEN_HEADER} from somewhere\n")
     with pytest.raises(frozen_schema.FreezeError, match="no ML Metadata store"):  # past the check: on to the store
         frozen_schema.freeze(str(tmp_path / "outputs"), str(ours))
+
+
+def _coco_pair(folder):
+    gt = {"images": [{"id": 1, "width": 100, "height": 100}],
+          "annotations": [{"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 30], "area": 900, "iscrowd": 0}],
+          "categories": [{"id": 1, "name": "dog"}]}
+    dt = [{"image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 30], "score": 0.9}]
+    (folder / "gt.json").write_text(json.dumps(gt))
+    (folder / "dt.json").write_text(json.dumps(dt))
+    return str(folder / "gt.json"), str(folder / "dt.json")
+
+
+def test_evaluate_writes_only_into_a_folder_of_its_own(tmp_path, capsys):
+    gt, dt = _coco_pair(tmp_path)
+    theirs = tmp_path / "notes"
+    theirs.mkdir()
+    (theirs / "report.md").write_text("my notes")
+    assert cli.main(["evaluate", "--gt", gt, "--dt", dt, "--out", str(theirs)]) == 2
+    assert "--out holds 1 entries vocdet evaluate did not write (e.g. report.md)" in capsys.readouterr().err
+    assert os.listdir(theirs) == ["report.md"] and (theirs / "report.md").read_text() == "my notes"
+    assert cli.main(["evaluate", "--gt", gt, "--dt", dt, "--out", str(tmp_path)]) == 2  # beside the inputs
+    assert f"--out holds the input {gt}" in capsys.readouterr().err
+    ours = tmp_path / "evaluation"
+    assert cli.main(["evaluate", "--gt", gt, "--dt", dt, "--out", str(ours)]) == 0
+    assert cli.main(["evaluate", "--gt", gt, "--dt", dt, "--out", str(ours)]) == 0  # its own folder, again
+    assert (ours / output_folder.MARK_FILE).read_text() == "vocdet evaluate\n"
+
+
+def test_predict_never_writes_beside_its_inputs(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.new("RGB", (64, 48), "red").save(photos / "dog.png")
+    before = (photos / "dog.png").read_bytes()
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "saved_model.pb").write_bytes(b"not loaded: the folder is refused first")
+    assert cli.main(["predict", "--model", str(model), str(photos / "dog.png"), "--out", str(photos)]) == 2
+    assert f"--out holds the input {photos / 'dog.png'}" in capsys.readouterr().err
+    assert os.listdir(photos) == ["dog.png"] and (photos / "dog.png").read_bytes() == before

@@ -77,6 +77,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         ground_truth, detections, class_names = coco_files.load(args.gt, args.dt, args.max_detections, args.max_json_bytes)
     except coco_files.CocoFileError as error:
         raise UsageError(str(error)) from None
+    _claim(args.out, "vocdet evaluate", [args.gt, args.dt])
     from vocdet.components.coco_evaluator import deployment, report, scoring, tide  # seconds to import: after the files are checked
 
     scores, curves = scoring.score(ground_truth, detections, class_names)
@@ -120,6 +121,7 @@ def _predict(args: argparse.Namespace) -> int:
     except predict.PredictError as error:
         raise UsageError(str(error)) from None
     stems = predict.output_stems(readable)
+    _claim(args.out, "vocdet predict", readable)
     serving_fn = predict.load_serving_fn(model_dir)
     min_score, source = predict.min_score(serving_fn, args.min_score)
     print(f"vocdet predict: {model_dir}, min score {min_score:.3f} ({source})")
@@ -137,6 +139,15 @@ def _predict(args: argparse.Namespace) -> int:
             continue
         progress.write(f"{path}: {len(detections)} detections -> {picture}")
     return 1 if failures else 0
+
+
+def _claim(folder: str, tool: str, inputs: list[str]) -> None:
+    from vocdet.pipeline.tools import output_folder
+
+    try:
+        output_folder.claim(folder, tool, "--out", inputs)
+    except output_folder.FolderNotOurs as error:
+        raise UsageError(str(error)) from None
 
 
 def _freeze_schema(args: argparse.Namespace) -> int:
