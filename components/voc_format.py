@@ -119,12 +119,57 @@ def annotation_to_xml(annotation: VocAnnotation) -> str:
     return ElementTree.tostring(root, encoding="unicode") + "\n"
 
 
-def parse_annotation_xml(content: bytes | str, source: str = "<xml>") -> VocAnnotation:
-    """Parses one VOC annotation; raises VocFormatError naming `source`."""
+class _ObjectCounter(ElementTree.TreeBuilder):
+    """ElementTree's tree builder, stopping once the root holds more than `max_objects` `<object>`s.
+
+    Counted as expat reads the start tags, so an annotation of a million objects is refused after
+    the first few thousand are built, not after all of them.
+    """
+
+    def __init__(self, max_objects: int):
+        super().__init__()
+        self.max_objects = max_objects
+        self.objects = 0
+        self.depth = 0
+
+    def start(self, tag, attrs):
+        if self.depth == 1 and tag == "object":
+            self.objects += 1
+            if self.objects > self.max_objects:
+                raise _TooManyObjects
+        self.depth += 1
+        return super().start(tag, attrs)
+
+    def end(self, tag):
+        self.depth -= 1
+        return super().end(tag)
+
+
+class _TooManyObjects(Exception):
+    pass
+
+
+def parse_annotation_xml(
+    content: bytes | str, source: str = "<xml>", max_objects: int | None = None, setting: str = ""
+) -> VocAnnotation:
+    """Parses one VOC annotation; raises VocFormatError naming `source`.
+
+    `max_objects` refuses an annotation with more `<object>`s, counted while parsing; `setting`
+    names what sets it, for the message (e.g. `data.max_objects_per_image`).
+    """
     try:
-        root = ElementTree.fromstring(content)
+        if max_objects is None:
+            root = ElementTree.fromstring(content)
+        else:
+            parser = ElementTree.XMLParser(target=_ObjectCounter(max_objects))
+            parser.feed(content)
+            root = parser.close()
     except ElementTree.ParseError as error:
         raise VocFormatError(f"{source}: XML does not parse ({error})") from None
+    except _TooManyObjects:
+        raise VocFormatError(
+            f"{source}: over the limit of {max_objects:,} objects" + (f" ({setting})" if setting else "")
+        ) from None
     if root.tag != "annotation":
         raise VocFormatError(f"{source}: root element is <{root.tag}>, expected <annotation>")
     # No <size>, or an empty <width> or <height>: 0, which the converter reads as "use the image's size".

@@ -226,7 +226,11 @@ def _example_gen(config: PipelineConfig, data_root: str):
         output_config=output_config,
         range_config=range_config,
         custom_config=voc_example_gen.make_custom_config(
-            data.class_names, strict=data.strict, max_image_pixels=data.max_image_pixels
+            data.class_names,
+            strict=data.strict,
+            max_image_pixels=data.max_image_pixels,
+            max_annotation_bytes=data.max_annotation_bytes,
+            max_objects_per_image=data.max_objects_per_image,
         ),
         custom_executor_spec=executor_spec.BeamExecutorSpec(voc_example_gen.Executor),
     )

@@ -75,15 +75,21 @@ def test_rebuilding_a_data_root_never_writes_into_the_data_and_drops_stale_group
     shutil.copytree(small_voc_root, data)
     before = sorted(str(path.relative_to(data)) for path in data.rglob("*"))
     root = tmp_path / "root"
-    # A root as an earlier vocdet left it: a link to the whole VOC folder, and a second group.
-    (root / "0").mkdir(parents=True)
-    os.symlink(data / "VOC2007", root / "0" / "VOC2007")
-    (root / "1").mkdir()
-    os.symlink(data / "VOC2007", root / "1" / "VOC2007")
+    data_layout.make_data_root([str(data), str(data)], str(root))  # a longer --data list, as an earlier run gave
+    kept = os.lstat(root / "0" / "VOC2007" / "Annotations").st_mtime_ns
 
     data_layout.make_data_root([str(data)], str(root))
-    assert sorted(os.listdir(root)) == ["0"]
+    assert sorted(os.listdir(root)) == [".vocdet-made.json", "0"]
     voc = root / "0" / "VOC2007"
     assert voc.is_dir() and not voc.is_symlink()
     assert os.path.realpath(voc / "Annotations") == str(data / "VOC2007" / "Annotations")
+    assert os.lstat(voc / "Annotations").st_mtime_ns == kept  # unchanged entries are left as they are
     assert sorted(str(path.relative_to(data)) for path in data.rglob("*")) == before  # nothing written there
+
+    # A root as an earlier vocdet left it, with no record of what it made: refused, nothing touched.
+    legacy = tmp_path / "legacy"
+    (legacy / "1").mkdir(parents=True)
+    os.symlink(data / "VOC2007", legacy / "1" / "VOC2007")
+    with pytest.raises(data_layout.DataLayoutError, match=r"legacy: holds 2 entries vocdet did not make .*an earlier vocdet"):
+        data_layout.make_data_root([str(data)], str(legacy))
+    assert sorted(os.listdir(legacy)) == ["1"] and os.path.islink(legacy / "1" / "VOC2007")

@@ -45,7 +45,12 @@ from tfx.components.example_gen import base_example_gen_executor
 from tfx.proto import example_gen_pb2
 from tfx.types import artifact_utils, standard_component_specs
 
-from vocdet.components.voc_example_gen import DEFAULT_MAX_IMAGE_PIXELS, convert
+from vocdet.components.voc_example_gen import (
+    DEFAULT_MAX_ANNOTATION_BYTES,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    DEFAULT_MAX_OBJECTS_PER_IMAGE,
+    convert,
+)
 
 _logger = logging.getLogger(__name__)
 
@@ -59,15 +64,27 @@ LABELS_FILE = "objects-label.labels.txt"
 CLASS_NAMES_KEY = "class_names"
 STRICT_KEY = "strict"
 MAX_IMAGE_PIXELS_KEY = "max_image_pixels"
+MAX_ANNOTATION_BYTES_KEY = "max_annotation_bytes"
+MAX_OBJECTS_PER_IMAGE_KEY = "max_objects_per_image"
 _REPORT_URI_KEY = "_vocdet_report_uri"
 
 
 def make_custom_config(
-    class_names: list[str], strict: bool = False, max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS
+    class_names: list[str],
+    strict: bool = False,
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+    max_annotation_bytes: int = DEFAULT_MAX_ANNOTATION_BYTES,
+    max_objects_per_image: int = DEFAULT_MAX_OBJECTS_PER_IMAGE,
 ) -> example_gen_pb2.CustomConfig:
     """The ExampleGen `custom_config` this executor reads."""
     struct = struct_pb2.Struct()
-    struct.update({CLASS_NAMES_KEY: list(class_names), STRICT_KEY: strict, MAX_IMAGE_PIXELS_KEY: max_image_pixels})
+    struct.update({
+        CLASS_NAMES_KEY: list(class_names),
+        STRICT_KEY: strict,
+        MAX_IMAGE_PIXELS_KEY: max_image_pixels,
+        MAX_ANNOTATION_BYTES_KEY: max_annotation_bytes,
+        MAX_OBJECTS_PER_IMAGE_KEY: max_objects_per_image,
+    })
     custom_config = example_gen_pb2.CustomConfig()
     custom_config.custom_config.Pack(struct)
     return custom_config
@@ -87,10 +104,19 @@ def read_custom_config(exec_properties: dict[str, Any]) -> dict[str, Any]:
 class _ConvertRecords(beam.DoFn):
     """(voc_dir, image_id) -> tf.Example, with every outcome reported on a side output."""
 
-    def __init__(self, class_names: list[str], max_image_pixels: int, strict: bool = False):
+    def __init__(
+        self,
+        class_names: list[str],
+        max_image_pixels: int,
+        strict: bool = False,
+        max_annotation_bytes: int = DEFAULT_MAX_ANNOTATION_BYTES,
+        max_objects_per_image: int = DEFAULT_MAX_OBJECTS_PER_IMAGE,
+    ):
         self._class_names = class_names
         self._max_image_pixels = max_image_pixels
         self._strict = strict
+        self._max_annotation_bytes = max_annotation_bytes
+        self._max_objects_per_image = max_objects_per_image
         self._counters = {
             status: beam.metrics.Metrics.counter("vocdet", f"records_{status}")
             for status in convert.OUTCOMES
@@ -98,7 +124,15 @@ class _ConvertRecords(beam.DoFn):
 
     def process(self, record: tuple[str, str]):
         voc_dir, image_id = record
-        outcome = convert.convert_record(voc_dir, image_id, self._class_names, self._max_image_pixels, self._strict)
+        outcome = convert.convert_record(
+            voc_dir,
+            image_id,
+            self._class_names,
+            self._max_image_pixels,
+            self._strict,
+            max_annotation_bytes=self._max_annotation_bytes,
+            max_objects_per_image=self._max_objects_per_image,
+        )
         self._counters[outcome.status].inc()
         if outcome.status == convert.REJECTED:
             _logger.warning("rejected %s: %s", outcome.source, "; ".join(outcome.reasons))
@@ -145,6 +179,8 @@ def _ConvertSplit(pipeline: beam.Pipeline, exec_properties: dict[str, Any], reco
         custom_config[CLASS_NAMES_KEY],
         int(custom_config.get(MAX_IMAGE_PIXELS_KEY, DEFAULT_MAX_IMAGE_PIXELS)),
         bool(custom_config.get(STRICT_KEY, False)),
+        max_annotation_bytes=int(custom_config.get(MAX_ANNOTATION_BYTES_KEY, DEFAULT_MAX_ANNOTATION_BYTES)),
+        max_objects_per_image=int(custom_config.get(MAX_OBJECTS_PER_IMAGE_KEY, DEFAULT_MAX_OBJECTS_PER_IMAGE)),
     )
     results = (
         pipeline

@@ -27,6 +27,7 @@ _OS_ERRORS = {
     errno.ENOENT: ("no such file or folder", "check the path", 2),
     errno.EISDIR: ("is a folder, not a file", "give a file", 2),
     errno.ENOTDIR: ("a part of the path is not a folder", "check the path", 2),
+    errno.EEXIST: ("already exists (a file where a folder was to be made?)", "move it aside, or choose another path", 2),
     errno.EACCES: ("permission denied", "fix its permissions, or choose a path you can write to", 1),
     errno.EPERM: ("operation not permitted", "fix its permissions, or choose a path you can write to", 1),
     errno.EROFS: ("read-only file system", "choose a writable folder", 1),

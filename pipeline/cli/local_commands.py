@@ -11,7 +11,7 @@ from vocdet.pipeline.cli import options
 from vocdet.pipeline.cli.errors import UsageError
 from vocdet.pipeline.data import sample
 from vocdet.pipeline.data.root import prepare_data_root
-from vocdet.pipeline.local import DAG_RUNNERS
+from vocdet.pipeline.local import DAG_RUNNERS, output_folder
 from vocdet.pipeline.metadata import store as metadata_store
 
 
@@ -84,6 +84,7 @@ def _run(args: argparse.Namespace) -> int:
     # Checked here, where it is read; a compiled pipeline's file is the cluster's (vocdet compile).
     if config.model.backbone_weights and not os.path.exists(config.model.backbone_weights):
         raise UsageError(f"{config.model.backbone_weights}: model.backbone_weights: no such file")
+    output_folder.check(config)  # before anything is written: the lock is a write
     started = time.time()
     with options.holding(config.output_dir, "run"):
         config, data_root = prepare_data_root(config)
@@ -121,6 +122,7 @@ def _run_package(args: argparse.Namespace) -> int:
         parallelism, note = package_runner.parallelism_for(str(url), args.parallelism)
     except package_runner.PackageError as error:
         raise UsageError(str(error)) from None
+    output_folder.check_paths(output, args.data or [])
     if note:
         print(f"vocdet: {note}", flush=True)
     started = time.time()
@@ -151,6 +153,7 @@ def _run_package(args: argparse.Namespace) -> int:
 
 def _ingest(args: argparse.Namespace) -> int:
     config = options.config_from_args(args)
+    output_folder.check(config)  # before anything is written: the lock is a write
     with options.holding(config.output_dir, "ingest"):
         config, data_root = prepare_data_root(config)
 

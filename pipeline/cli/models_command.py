@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from vocdet.pipeline.cli import options
 
@@ -16,10 +17,14 @@ def add_commands(commands) -> None:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from vocdet.pipeline.operations import models, source
+    from vocdet.pipeline.operations import lineage, models, source
 
     config, output, url = options.operations_target(args)
     store, _ = source.open_store(output, url)
     base = os.path.join(config.serving_dir, config.push.model_name)
-    print(models.format_versions(models.list_versions(store, base), args.format), end="")
+    versions = models.list_versions(store, base)
+    print(models.format_versions(versions, args.format), end="")
+    moved = lineage.moved_serving_folder(store, base)
+    if moved:
+        print(f"vocdet models: note: {moved}", file=sys.stderr)
     return 0

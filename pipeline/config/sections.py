@@ -50,6 +50,10 @@ class DataConfig:
     )
     # Images above this many pixels are rejected from their header, before any decoding.
     max_image_pixels: int = voc_example_gen.DEFAULT_MAX_IMAGE_PIXELS
+    # Annotations larger than this many bytes (checked before reading), or with more objects than this
+    # (counted while parsing), are rejected; the class-name scan skips them.
+    max_annotation_bytes: int = voc_example_gen.DEFAULT_MAX_ANNOTATION_BYTES
+    max_objects_per_image: int = voc_example_gen.DEFAULT_MAX_OBJECTS_PER_IMAGE
     # Fail the run when any record is rejected, or an image is in more than one split, instead of reporting it.
     strict: bool = False
     # A schema kept with the project (`vocdet freeze-schema`): TFX's ImportSchemaGen reads it instead of
@@ -109,8 +113,9 @@ class DataConfig:
                 )
             if self.format != layout.VOC or self.train_year != self.eval_year:
                 raise ValueError("data.split_by 'hash' needs VOC-format data and one year glob (train_year == eval_year)")
-        if self.max_image_pixels < 1:
-            raise ValueError(f"data.max_image_pixels must be positive, got {self.max_image_pixels}")
+        for key in ("max_image_pixels", "max_annotation_bytes", "max_objects_per_image"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"data.{key} must be positive, got {getattr(self, key)}")
 
 
 @dataclasses.dataclass

@@ -27,10 +27,10 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
-import shutil
 
-from vocdet.components import voc_format
-from vocdet.components.voc_format import ANNOTATIONS_DIR, IMAGE_EXTENSIONS, IMAGE_SETS_DIR, IMAGES_DIR
+from vocdet.components import safe_files, voc_example_gen, voc_format
+from vocdet.components.voc_format import ANNOTATIONS_DIR, IMAGE_SETS_DIR, IMAGES_DIR
+from vocdet.pipeline.data import link_tree
 
 VOC = "voc"
 TFDS = "tfds"
@@ -107,14 +107,20 @@ class DataRoot:
 def detect_source(path: str) -> DataSource:
     """Recognises any of `LAYOUTS` from the folder itself (or its usual parent levels)."""
     path = os.path.abspath(os.path.expanduser(path))
-    if not os.path.isdir(path):
-        raise DataLayoutError(f"{path}: no such directory")
+    if not _is_folder(path):
+        raise DataLayoutError(f"{path}: {'not a folder' if os.path.lexists(path) else 'no such directory'}")
     for detect in (_vocdevkit, _voc_like_folder, _roboflow, _labelimg):
         source = detect(path)
         if source:
             return source
     tfds_years = _tfds_years(path)
     if tfds_years:
+        for version in tfds_years.values():  # read by TFX's ImportExampleGen, which would block on a FIFO
+            for record_file in glob.glob(os.path.join(version, "voc-*.tfrecord*")):
+                try:
+                    safe_files.check_file(record_file)
+                except safe_files.UnsafeFileError as error:
+                    raise DataLayoutError(str(error)) from None
         return DataSource(TFDS, tfds_years, layout="tfds")
     raise DataLayoutError(
         f"{path}: not a dataset layout vocdet reads; accepted: " + "; ".join(f"{name} ({shape})" for name, shape in LAYOUTS.items())
@@ -124,27 +130,30 @@ def detect_source(path: str) -> DataSource:
 def make_data_root(paths: list[str], root: str, splits: tuple[str, ...] = SPLITS) -> DataRoot:
     """Builds `<root>/<i>/VOC<name>/` (tfds: `<root>/<i>/<year>/`) links to the given folders.
 
-    The split is `lists` when the sources' lists give every one of `splits`, else `hash`.
+    The split is `lists` when the sources' lists give every one of `splits`, else `hash`. The root is
+    vocdet's own folder (`link_tree`): rebuilt touching only what vocdet made and recorded there, and
+    refused, before anything is written, when it holds anything else (someone's data, say).
     """
     sources = [detect_source(path) for path in paths]
     formats = {source.format for source in sources}
     if len(formats) > 1:
         raise DataLayoutError(f"--data folders mix formats {sorted(formats)}; give one format per run")
-    os.makedirs(root, exist_ok=True)
-    groups = [str(index) for index in range(len(sources))]
-    _remove_stale(root, keep=groups)  # a group left from an earlier run's longer --data list would be read too
-    for group_name, source in zip(groups, sources):
-        group = os.path.join(root, group_name)
-        os.makedirs(group, exist_ok=True)
-        names = [f"VOC{year}" if source.format == VOC else year for year in source.years]
-        _remove_stale(group, keep=names)
-        for name, folder in zip(names, source.years.values()):
+    # A group left from an earlier run's longer --data list would be read too: the tree holds only these.
+    wanted: dict[str, link_tree.Entry] = {}
+    for index, source in enumerate(sources):
+        group = str(index)
+        wanted[group] = link_tree.folder()
+        for year, folder in source.years.items():
             if source.format == VOC:
-                _build_voc_folder(folder, os.path.join(group, name))
+                _plan_voc_folder(folder, os.path.join(group, f"VOC{year}"), wanted)
             else:  # read by Beam, whose local file listing does not follow folder links
-                os.makedirs(os.path.join(group, name), exist_ok=True)
-                for path in glob.glob(os.path.join(folder, "*")):
-                    _link(path, os.path.join(group, name, os.path.basename(path)))
+                wanted[os.path.join(group, year)] = link_tree.folder()
+                for path in sorted(glob.glob(os.path.join(folder, "*"))):
+                    wanted[os.path.join(group, year, os.path.basename(path))] = link_tree.link(path)
+    try:
+        link_tree.build(root, wanted)
+    except link_tree.NotMadeByVocdet as error:
+        raise DataLayoutError(str(error)) from None
     listed = set().union(*(source.splits_listed() for source in sources))
     split_by = SPLIT_BY_LISTS if set(splits) <= listed else SPLIT_BY_HASH
     descriptions = tuple(
@@ -156,65 +165,46 @@ def make_data_root(paths: list[str], root: str, splits: tuple[str, ...] = SPLITS
     return DataRoot(formats.pop(), split_by, descriptions, root)
 
 
-def _build_voc_folder(folder: VocFolder, target: str) -> None:
-    """Links (and, for split folders, lists) only: nothing is ever written through a link into the user's data.
-
-    Files are rewritten only when they change, so TFX's input fingerprint, and its cache, hold across runs.
-    """
-    if os.path.islink(target):  # a data root built by an earlier vocdet, which linked whole folders
-        os.unlink(target)
+def _plan_voc_folder(folder: VocFolder, target: str, wanted: dict[str, link_tree.Entry]) -> None:
+    """Links (and, for split folders, lists) only: nothing is ever written through a link into the user's data."""
+    wanted[target] = link_tree.folder()
     for name, part in ((ANNOTATIONS_DIR, folder.annotations), (IMAGES_DIR, folder.images)):
         path = os.path.join(target, name)
         if isinstance(part, str):  # read through tf.io.gfile, which follows folder links
-            if os.path.isdir(path) and not os.path.islink(path):
-                shutil.rmtree(path)
-            os.makedirs(target, exist_ok=True)
-            _link(part, path)
+            wanted[path] = link_tree.link(part)
         else:
-            if os.path.islink(path):
-                os.unlink(path)
-            os.makedirs(path, exist_ok=True)
-            _remove_stale(path, keep=list(part))
+            wanted[path] = link_tree.folder()
             for file_name, file_path in part.items():
-                _link(file_path, os.path.join(path, file_name))
+                wanted[os.path.join(path, file_name)] = link_tree.link(file_path)
     lists_dir = os.path.join(target, IMAGE_SETS_DIR)
-    os.makedirs(lists_dir, exist_ok=True)
-    _remove_stale(lists_dir, keep=[f"{VOC_IMAGE_SETS[split]}.txt" for split in folder.image_sets])
+    wanted[os.path.dirname(lists_dir)] = link_tree.folder()
+    wanted[lists_dir] = link_tree.folder()
     for split, image_set in folder.image_sets.items():
         list_path = os.path.join(lists_dir, f"{VOC_IMAGE_SETS[split]}.txt")
         if isinstance(image_set, str):
-            _link(image_set, list_path)
-            continue
-        content = "".join(f"{image_id}\n" for image_id in image_set)
-        if os.path.islink(list_path):
-            os.unlink(list_path)
-        if not os.path.exists(list_path) or open(list_path).read() != content:
-            with open(list_path, "w") as handle:
-                handle.write(content)
-
-
-def _remove_stale(folder: str, keep: list[str]) -> None:
-    """Removes what an earlier build left in a data-root folder (links, written lists, their folders)."""
-    for name in set(os.listdir(folder)) - set(keep):
-        path = os.path.join(folder, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
+            wanted[list_path] = link_tree.link(image_set)
         else:
-            os.unlink(path)
+            wanted[list_path] = link_tree.text("".join(f"{image_id}\n" for image_id in image_set))
 
 
-def _link(target: str, link: str) -> None:
-    if os.path.islink(link) and os.readlink(link) != target:
-        os.unlink(link)
-    if not os.path.islink(link):
-        os.symlink(target, link)
+# A labels file is read whole, up to this size: some 500,000 class names (Open Images has 600).
+LABELS_FILE_MAX_BYTES = 10_000_000
 
 
-def class_names_from_data(data_root: str, data_format: str) -> list[str]:
+def class_names_from_data(
+    data_root: str,
+    data_format: str,
+    max_annotation_bytes: int = voc_example_gen.DEFAULT_MAX_ANNOTATION_BYTES,
+    max_objects_per_image: int = voc_example_gen.DEFAULT_MAX_OBJECTS_PER_IMAGE,
+) -> list[str]:
     """The class list the data carries: tfds's labels file, or the names in the VOC annotations.
 
     Annotation names are lower-cased, as tfds's VOC builder does, so 'Dog' and 'dog' are one class.
+    Annotations are read as ExampleGen reads them (`convert.read_annotation`: regular files only,
+    within the limits); one that cannot be is skipped here, and ExampleGen rejects and reports it.
     """
+    from vocdet.components.voc_example_gen import convert  # PIL and TensorFlow: only when scanning
+
     if data_format == TFDS:
         labels = sorted(glob.glob(os.path.join(data_root, "*", "*", "objects-label.labels.txt")))
         if not labels:
@@ -222,14 +212,11 @@ def class_names_from_data(data_root: str, data_format: str) -> list[str]:
         return read_labels_file(labels[0])
     names = set()
     for path in glob.glob(os.path.join(data_root, "*", "VOC*", ANNOTATIONS_DIR, "*.xml")):
-        with open(path, "rb") as handle:
-            try:
-                names.update(
-                    voc_format.folded_class_name(obj.name)
-                    for obj in voc_format.parse_annotation_xml(handle.read(), source=path).objects
-                )
-            except voc_format.VocFormatError:
-                continue  # ExampleGen rejects and reports it
+        try:
+            annotation = convert.read_annotation(path, max_annotation_bytes, max_objects_per_image)
+        except ValueError:  # UnsafeFileError, VocFormatError: ExampleGen rejects and reports it
+            continue
+        names.update(voc_format.folded_class_name(obj.name) for obj in annotation.objects)
     if not names:
         raise DataLayoutError(f"{data_root}: no object names in the annotations; give data.labels_file")
     return sorted(names)
@@ -240,8 +227,13 @@ def read_labels_file(path: str) -> list[str]:
 
     Two names that differ only in case are refused: annotations are matched to names case-insensitively.
     """
-    with open(path) as handle:
-        names = [line.strip() for line in handle if line.strip()]
+    try:
+        text = safe_files.read_bytes(path, LABELS_FILE_MAX_BYTES).decode("utf-8")
+    except safe_files.UnsafeFileError as error:
+        raise DataLayoutError(str(error)) from None
+    except UnicodeDecodeError:
+        raise DataLayoutError(f"{path}: not a text file of class names (not UTF-8)") from None
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     if not names:
         raise DataLayoutError(f"{path}: labels file is empty")
     same = voc_format.names_equal_but_for_case(names)
@@ -268,15 +260,32 @@ def annotations_pattern(year: str = "*", spans: bool = False) -> str:
     return f"{SPAN_GROUP if spans else '*'}/VOC{year}/{ANNOTATIONS_DIR}/*.xml"
 
 
+def _is_folder(path: str) -> bool:
+    """Whether `path` is a folder, links followed; a link that leads nowhere (a loop, a missing target) is one line.
+
+    `os.path.isdir` says False for those, and the layout they belong to would be skipped unsaid.
+    """
+    if os.path.isdir(path):
+        return True
+    if os.path.islink(path) and not os.path.exists(path):
+        try:
+            safe_files.check_file(path)  # raises, saying which
+        except safe_files.UnsafeFileError as error:
+            raise DataLayoutError(str(error)) from None
+    return False
+
+
 def _vocdevkit(path: str) -> DataSource | None:
     """`VOC<year>/` folders, in `path` or in its `VOCdevkit/`."""
     for parent in (path, os.path.join(path, "VOCdevkit")):
-        if not os.path.isdir(parent):
+        if not _is_folder(parent):
             continue
         years = {
             name.removeprefix("VOC"): _voc_folder(os.path.join(parent, name), IMAGES_DIR)
             for name in sorted(os.listdir(parent))
-            if name.startswith("VOC") and os.path.isdir(os.path.join(parent, name, ANNOTATIONS_DIR))
+            if name.startswith("VOC")
+            and _is_folder(os.path.join(parent, name))
+            and _is_folder(os.path.join(parent, name, ANNOTATIONS_DIR))
         }
         if years:
             return DataSource(VOC, years, layout="VOCdevkit")
@@ -285,9 +294,9 @@ def _vocdevkit(path: str) -> DataSource | None:
 
 def _voc_like_folder(path: str) -> DataSource | None:
     """One folder with `Annotations/` and `JPEGImages/` (a VOC year, or CVAT's export) or `images/` (Label Studio)."""
-    if not os.path.isdir(os.path.join(path, ANNOTATIONS_DIR)):
+    if not _is_folder(os.path.join(path, ANNOTATIONS_DIR)):
         return None
-    images = IMAGES_DIR if os.path.isdir(os.path.join(path, IMAGES_DIR)) else "images"
+    images = IMAGES_DIR if _is_folder(os.path.join(path, IMAGES_DIR)) else "images"
     folder = _voc_folder(path, images)
     name = os.path.basename(path)
     if images == "images":
@@ -301,6 +310,7 @@ def _voc_like_folder(path: str) -> DataSource | None:
 
 def _voc_folder(path: str, images: str) -> VocFolder:
     """Links to a VOC-shaped folder's parts; lists whose names map to our splits (case-insensitively)."""
+    _is_folder(os.path.join(path, images))  # a link loop there would leave every record without its image
     image_sets = {}
     for list_path in sorted(glob.glob(os.path.join(path, IMAGE_SETS_DIR, "*.txt"))):
         split = SPLIT_ALIASES.get(os.path.basename(list_path)[: -len(".txt")].lower())
@@ -314,7 +324,9 @@ def _roboflow(path: str) -> DataSource | None:
     split_dirs = {
         SPLIT_ALIASES[name.lower()]: os.path.join(path, name)
         for name in sorted(os.listdir(path))
-        if name.lower() in SPLIT_ALIASES and glob.glob(os.path.join(path, name, "*.xml"))
+        if name.lower() in SPLIT_ALIASES
+        and _is_folder(os.path.join(path, name))
+        and glob.glob(os.path.join(path, name, "*.xml"))
     }
     if not split_dirs:
         return None
@@ -322,12 +334,11 @@ def _roboflow(path: str) -> DataSource | None:
     for split, split_dir in sorted(split_dirs.items()):
         pairs = _flat_pairs(split_dir, notes)
         image_sets[split] = sorted(pairs)
-        for image_id, (xml_path, image_path) in pairs.items():
+        for image_id, (xml_path, image_paths) in pairs.items():
             if f"{image_id}.xml" in annotations:
                 notes.append(f"{image_id} is in more than one split folder; the report lists it in each")
             annotations[f"{image_id}.xml"] = xml_path
-            if image_path:
-                images[os.path.basename(image_path)] = image_path
+            images.update((os.path.basename(image_path), image_path) for image_path in image_paths)
     return DataSource(VOC, {os.path.basename(path): VocFolder(annotations, images, image_sets)}, "Roboflow", tuple(notes))
 
 
@@ -338,28 +349,36 @@ def _labelimg(path: str) -> DataSource | None:
     notes = []
     pairs = _flat_pairs(path, notes)
     annotations = {f"{image_id}.xml": xml_path for image_id, (xml_path, _) in pairs.items()}
-    images = {os.path.basename(image): image for _, image in pairs.values() if image}
+    images = {os.path.basename(image): image for _, image_paths in pairs.values() for image in image_paths}
     return DataSource(VOC, {os.path.basename(path): VocFolder(annotations, images)}, "LabelImg", tuple(notes))
 
 
-def _flat_pairs(folder: str, notes: list[str]) -> dict[str, tuple[str, str | None]]:
-    """image id -> (its .xml, the image of the same name or None) in one folder; unannotated images noted."""
+def _flat_pairs(folder: str, notes: list[str]) -> dict[str, tuple[str, tuple[str, ...]]]:
+    """image id -> (its .xml, every image of that id) in one folder; images without an .xml noted.
+
+    An id's images are those of any image extension in any case (`convert.image_id_of`): phones
+    write `IMG_1.jpg` beside `IMG_1.JPG`. All are linked, and ExampleGen pairs the annotation with
+    the one it describes (`convert.choose_image`, as for every layout), naming the others in the
+    record's reasons.
+    """
+    from vocdet.components.voc_example_gen import convert  # PIL: only when a flat folder is read
+
     files = sorted(os.listdir(folder))
-    images_by_id = {}
+    images_by_id: dict[str, list[str]] = {}
     for name in files:
-        stem, extension = os.path.splitext(name)
-        if extension.lower() in IMAGE_EXTENSIONS:
-            images_by_id.setdefault(stem, os.path.join(folder, name))
+        image_id = convert.image_id_of(name)
+        if image_id:
+            images_by_id.setdefault(image_id, []).append(os.path.join(folder, name))
     pairs = {
-        name[: -len(".xml")]: (os.path.join(folder, name), images_by_id.get(name[: -len(".xml")]))
+        name[: -len(".xml")]: (os.path.join(folder, name), tuple(images_by_id.get(name[: -len(".xml")], ())))
         for name in files
         if name.endswith(".xml")
     }
-    unannotated = sorted(set(images_by_id) - set(pairs))
+    unannotated = [path for image_id in sorted(set(images_by_id) - set(pairs)) for path in images_by_id[image_id]]
     if unannotated:
         notes.append(
             f"{len(unannotated)} images in {folder} have no .xml beside them and are not used "
-            f"(e.g. {os.path.basename(images_by_id[unannotated[0]])})"
+            f"(e.g. {os.path.basename(unannotated[0])})"
         )
     return pairs
 

@@ -15,13 +15,14 @@ import glob
 import os
 from typing import TYPE_CHECKING
 
+from vocdet.components import voc_example_gen
 from vocdet.pipeline.data import layout, sample
 
 if TYPE_CHECKING:
     from vocdet.pipeline.config import PipelineConfig
 
 # The folder of links under a run's output folder.
-DATA_ROOT_DIR = "data-root"
+DATA_ROOT_DIR = voc_example_gen.DATA_ROOT_DIR  # the converter names records through its links
 # A span's folder: `span-<N>`, ExampleGen's `{SPAN}` pattern (layout.SPAN_GROUP).
 _SPAN_GLOB = layout.SPAN_GROUP.replace("{SPAN}", "*")
 
@@ -89,6 +90,6 @@ def prepare_data_root(config: PipelineConfig) -> tuple[PipelineConfig, str]:
     elif data.class_names:
         class_names = data.class_names
     else:
-        class_names = layout.class_names_from_data(root, data_format)
+        class_names = layout.class_names_from_data(root, data_format, data.max_annotation_bytes, data.max_objects_per_image)
     overrides = {"format": data_format, "class_names": class_names, "split_by": split_by}
     return config.with_overrides({"data": overrides}), root

@@ -172,6 +172,43 @@ def serving_versions(store, base_directory: str) -> dict[int, Version]:
     return found
 
 
+def recorded_serving_folders(store) -> dict[str, int]:
+    """Serving base folder -> how many pushed versions ML Metadata recorded there, newest-recorded folder first.
+
+    ML Metadata keeps the absolute paths a run gave it: after an output folder is moved, its versions are
+    recorded under the old path, and this says where.
+    """
+    counts: dict[str, int] = {}
+    for pushed in sorted(store.get_artifacts_by_type("PushedModel"), key=lambda artifact: -artifact.id):
+        properties = pushed.custom_properties
+        if "pushed" in properties and properties["pushed"].int_value == 1 and "pushed_destination" in properties:
+            folder = os.path.normpath(os.path.dirname(properties["pushed_destination"].string_value))
+            counts[folder] = counts.get(folder, 0) + 1
+    return counts
+
+
+def moved_serving_folder(store, base_directory: str) -> str | None:
+    """Why ML Metadata knows no version in `base_directory` when it records pushes elsewhere, and what to do;
+    None when it records one there, or none at all. The usual cause: the output folder was moved, and ML Metadata holds
+    the absolute paths runs gave it (artefact URIs too), so the old path must lead to the folder again."""
+    base = os.path.normpath(base_directory)
+    recorded_folders = recorded_serving_folders(store)
+    if not recorded_folders or base in recorded_folders:
+        return None
+    recorded, count = next(iter(recorded_folders.items()))  # the folder of the newest push
+    old_parts, new_parts = recorded.split(os.sep), base.split(os.sep)
+    same = 0  # trailing parts the two share: what was moved is the folder above them
+    while same < min(len(old_parts), len(new_parts)) - 1 and old_parts[-1 - same] == new_parts[-1 - same]:
+        same += 1
+    old_root = os.sep.join(old_parts[: len(old_parts) - same]) or os.sep
+    new_root = os.sep.join(new_parts[: len(new_parts) - same]) or os.sep
+    return (
+        f"{base_directory}: ML Metadata knows no version here, but records {count} pushed under {recorded}: it keeps "
+        f"the absolute paths runs gave it, so was {old_root} moved to {new_root}? Move it back, or link the old path "
+        f"to the new one (ln -s {new_root} {old_root})"
+    )
+
+
 def _is_rollback(store, execution) -> bool:
     return store.get_execution_types_by_id([execution.type_id])[0].name == ROLLBACK_EXECUTION_TYPE
 

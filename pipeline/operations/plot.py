@@ -9,14 +9,40 @@ vertical line naming the version it served again. matplotlib with its Agg backen
 from __future__ import annotations
 
 import datetime
+import os
 
 from vocdet.pipeline.operations import lineage
 
 LABELS = {"coco/AP": "COCO mAP@[.5:.95]", "coco/AP50": "COCO mAP@0.5", "voc/mAP50_11point": "VOC07 mAP@0.5"}
 
 
+def output_path(path: str) -> str:
+    """The file `plot` writes for `--plot path`, checked before anything is read.
+
+    A name without an extension gets `.png` (matplotlib would add it unasked; here the message can name the
+    file written). A folder is refused rather than guessed at: `DIR.png` beside it, or a name chosen inside
+    it, would each surprise. So is a path that is not a regular file (a FIFO would block the write), or an
+    extension matplotlib cannot write.
+    """
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a folder (--plot); give a file name, e.g. {os.path.join(path, 'runs.png')}")
+    if not os.path.splitext(path)[1]:
+        path += ".png"
+        if os.path.isdir(path):
+            raise ValueError(f"{path}: is a folder (--plot); give a file name, e.g. {os.path.join(path, 'runs.png')}")
+    if os.path.lexists(path) and not os.path.isfile(path):
+        raise ValueError(f"{path}: not a regular file (--plot); give a file name to write the picture to")
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if os.path.splitext(path)[1][1:].lower() not in formats:
+        raise ValueError(f"{path}: matplotlib cannot write a {os.path.splitext(path)[1]} file (--plot); give one of "
+                         + ", ".join(f".{name}" for name in sorted(formats)))
+    return path
+
+
 def plot(records: list, path: str, withdrawn_versions: set[int] | None = None) -> str:
-    """Writes the picture of `records` (`history.read`) to `path`; returns `path`."""
+    """Writes the picture of `records` (`history.read`) to `path` (`output_path`'s); returns `path`."""
     import matplotlib
 
     matplotlib.use("Agg")

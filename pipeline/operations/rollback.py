@@ -80,6 +80,9 @@ def _rollback(store, pipeline_name: str, base: str, keep_versions: int, to: int 
         raise ValueError(f"nothing to roll back to: {base} serves no version")
     served = present[-1]
     known = lineage.serving_versions(store, base)
+    moved = lineage.moved_serving_folder(store, base) if not known else None
+    if moved:
+        raise ValueError(f"{moved}, then roll back")
     served_model = known[served].model if served in known else None
     if to is None:
         usable = [
