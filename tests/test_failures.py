@@ -6,6 +6,7 @@ loads. `--verbose` keeps the traceback.
 """
 
 import errno
+import json
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ import time
 import pytest
 
 from tests.kfp_api_double import KfpApiDouble
+from vocdet.pipeline.data import sample
 from vocdet.pipeline import cli
 from vocdet.pipeline.cli import errors as cli_errors, local_commands
 from vocdet.pipeline.kubeflow import client as kfp_client
@@ -77,6 +79,8 @@ def test_full_disk(tmp_path):
     images = output / "sample-data" / "VOC2007" / "JPEGImages"
     images.mkdir(parents=True)
     (images / "000001.jpg").symlink_to("/dev/full")
+    # as a sample write that vocdet began and was stopped left it: marked, so vocdet writes there again
+    (images.parent / sample.MARKER_FILE).write_text(json.dumps({"spec": {}, "complete": False}))
     result = vocdet("run", "--output", str(output), cwd=tmp_path)
     assert result.returncode == 1, result.stderr
     line = assert_one_line(result.stderr, "run", str(output), "(--output)", "no space left on the device")

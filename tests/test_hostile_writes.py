@@ -72,3 +72,16 @@ def test_predict_never_writes_beside_its_inputs(tmp_path, capsys):
     assert cli.main(["predict", "--model", str(model), str(photos / "dog.png"), "--out", str(photos)]) == 2
     assert f"--out holds the input {photos / 'dog.png'}" in capsys.readouterr().err
     assert os.listdir(photos) == ["dog.png"] and (photos / "dog.png").read_bytes() == before
+
+
+def test_make_sample_never_writes_over_a_users_voc_folder(tmp_path, capsys):
+    theirs = tmp_path / "VOCdevkit" / "VOC2007" / "JPEGImages"
+    theirs.mkdir(parents=True)
+    (theirs / "000001.jpg").write_bytes(b"a real VOC photo")
+    assert cli.main(["make-sample", str(tmp_path / "VOCdevkit"), "--num-images", "4"]) == 2
+    assert "holds files vocdet's sample did not write" in capsys.readouterr().err
+    assert os.listdir(tmp_path / "VOCdevkit" / "VOC2007") == ["JPEGImages"]
+    assert (theirs / "000001.jpg").read_bytes() == b"a real VOC photo"
+    assert cli.main(["make-sample", str(tmp_path / "mine"), "--num-images", "4"]) == 0
+    assert cli.main(["make-sample", str(tmp_path / "mine"), "--num-images", "5"]) == 0  # its own folder, again
+    assert len(os.listdir(tmp_path / "mine" / "VOC2007" / "JPEGImages")) == 5

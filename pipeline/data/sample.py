@@ -23,7 +23,11 @@ import os
 import numpy as np
 from PIL import Image, ImageDraw
 
-from vocdet.components import voc_format
+from vocdet.components import safe_files, voc_format
+
+class NotASampleFolder(ValueError):
+    """A `VOC<year>` folder vocdet did not write: the sample is never written over the person's data."""
+
 
 SHAPES = ("ellipse", "rectangle", "triangle", "diamond", "cross")
 TEXTURES = ("solid", "stripes", "checker", "dots")
@@ -66,15 +70,26 @@ def class_appearance(class_id: int) -> tuple[str, str, tuple[int, int, int]]:
 def make_sample(directory: str, spec: SampleSpec = SampleSpec(), reuse: bool = True) -> str:
     """Writes the sample under `directory` and returns the `VOC<year>` folder.
 
-    With `reuse`, a folder already holding the same spec is left as it is.
+    With `reuse`, a folder already holding the same spec is left as it is. The marker (`MARKER_FILE`,
+    the spec and whether the sample is complete) is written before the first image and completed after
+    the last, so only a folder that is new, empty or marked is written into: a `VOC<year>` of the
+    person's own (`vocdet make-sample ~/VOCdevkit`) raises NotASampleFolder, untouched.
     """
     spec.validate()
     voc_dir = os.path.join(directory, f"VOC{spec.year}")
     marker = os.path.join(voc_dir, MARKER_FILE)
-    if reuse and os.path.exists(marker):
-        with open(marker) as handle:
-            if json.load(handle) == dataclasses.asdict(spec):
-                return voc_dir
+    written = _read_marker(marker)
+    if reuse and written == {"spec": dataclasses.asdict(spec), "complete": True}:
+        return voc_dir
+    if written is None and os.path.isdir(voc_dir) and os.listdir(voc_dir):
+        raise NotASampleFolder(
+            f"{voc_dir}: holds files vocdet's sample did not write (no {MARKER_FILE}); the sample is written only into "
+            "a new or empty folder: give another directory"
+        )
+    if os.path.lexists(voc_dir) and not os.path.isdir(voc_dir):
+        raise NotASampleFolder(f"{voc_dir}: is a file, not a folder; give another directory")
+    os.makedirs(voc_dir, exist_ok=True)
+    _write_marker(marker, spec, complete=False)
     for sub in (voc_format.ANNOTATIONS_DIR, voc_format.IMAGES_DIR, voc_format.IMAGE_SETS_DIR):
         os.makedirs(os.path.join(voc_dir, sub), exist_ok=True)
 
@@ -97,9 +112,22 @@ def make_sample(directory: str, spec: SampleSpec = SampleSpec(), reuse: bool = T
     for split, ids in splits.items():
         with open(os.path.join(voc_dir, voc_format.IMAGE_SETS_DIR, f"{split}.txt"), "w") as handle:
             handle.write("".join(f"{image_id}\n" for image_id in ids))
-    with open(marker, "w") as handle:
-        json.dump(dataclasses.asdict(spec), handle)
+    _write_marker(marker, spec, complete=True)
     return voc_dir
+
+
+def _read_marker(marker: str) -> dict | None:
+    """{"spec", "complete"} of a folder vocdet's sample wrote (an older vocdet's marker: the spec alone), or None."""
+    if not os.path.lexists(marker):
+        return None
+    content = json.loads(safe_files.read_bytes(marker, 1_000_000))
+    return content if "complete" in content else {"spec": content, "complete": True}
+
+
+def _write_marker(marker: str, spec: SampleSpec, complete: bool) -> None:
+    with open(f"{marker}.tmp", "w") as handle:
+        json.dump({"spec": dataclasses.asdict(spec), "complete": complete}, handle)
+    os.replace(f"{marker}.tmp", marker)
 
 
 def render_image(image_id: str, spec: SampleSpec) -> tuple[bytes, voc_format.VocAnnotation]:
