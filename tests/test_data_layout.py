@@ -86,10 +86,22 @@ def test_rebuilding_a_data_root_never_writes_into_the_data_and_drops_stale_group
     assert os.lstat(voc / "Annotations").st_mtime_ns == kept  # unchanged entries are left as they are
     assert sorted(str(path.relative_to(data)) for path in data.rglob("*")) == before  # nothing written there
 
-    # A root as an earlier vocdet left it, with no record of what it made: refused, nothing touched.
+    # A root as an earlier vocdet left it, with no record of what it made: adopted, since it holds only
+    # numbered groups of folders and links and the lists vocdet wrote; the stale group goes, its link's target stays.
     legacy = tmp_path / "legacy"
-    (legacy / "1").mkdir(parents=True)
-    os.symlink(data / "VOC2007", legacy / "1" / "VOC2007")
-    with pytest.raises(data_layout.DataLayoutError, match=r"legacy: holds 2 entries vocdet did not make .*an earlier vocdet"):
-        data_layout.make_data_root([str(data)], str(legacy))
-    assert sorted(os.listdir(legacy)) == ["1"] and os.path.islink(legacy / "1" / "VOC2007")
+    (legacy / "1" / "VOC2007" / "ImageSets" / "Main").mkdir(parents=True)
+    os.symlink(data / "VOC2007" / "Annotations", legacy / "1" / "VOC2007" / "Annotations")
+    (legacy / "1" / "VOC2007" / "ImageSets" / "Main" / "train.txt").write_text("000001\n")
+    data_layout.make_data_root([str(data)], str(legacy))
+    assert sorted(os.listdir(legacy)) == [".vocdet-made.json", "0"]
+    assert sorted(str(path.relative_to(data)) for path in data.rglob("*")) == before
+
+    # One real file in it (an annotation, say) and it is somebody's: refused, nothing touched.
+    theirs = tmp_path / "theirs"
+    (theirs / "1" / "VOC2007" / "Annotations").mkdir(parents=True)
+    os.symlink(data / "VOC2007" / "JPEGImages", theirs / "1" / "VOC2007" / "JPEGImages")
+    (theirs / "1" / "VOC2007" / "Annotations" / "000001.xml").write_text("<annotation/>")
+    with pytest.raises(data_layout.DataLayoutError, match=r"theirs: holds 5 entries vocdet did not make"):
+        data_layout.make_data_root([str(data)], str(theirs))
+    assert (theirs / "1" / "VOC2007" / "Annotations" / "000001.xml").read_text() == "<annotation/>"
+    assert os.path.islink(theirs / "1" / "VOC2007" / "JPEGImages") and not (theirs / ".vocdet-made.json").exists()

@@ -151,7 +151,7 @@ def make_data_root(paths: list[str], root: str, splits: tuple[str, ...] = SPLITS
                 for path in sorted(glob.glob(os.path.join(folder, "*"))):
                     wanted[os.path.join(group, year, os.path.basename(path))] = link_tree.link(path)
     try:
-        link_tree.build(root, wanted)
+        link_tree.build(root, wanted, legacy=_made_by_earlier_vocdet)
     except link_tree.NotMadeByVocdet as error:
         raise DataLayoutError(str(error)) from None
     listed = set().union(*(source.splits_listed() for source in sources))
@@ -163,6 +163,18 @@ def make_data_root(paths: list[str], root: str, splits: tuple[str, ...] = SPLITS
         for path, source in zip(paths, sources)
     )
     return DataRoot(formats.pop(), split_by, descriptions, root)
+
+
+def _made_by_earlier_vocdet(path: str, kind: str) -> bool:
+    """Whether an entry of a data root without a record has the shape vocdet built before it kept one:
+    numbered groups of folders and links, and the ImageSets lists it wrote; a real image or annotation never."""
+    parts = path.split(os.sep)
+    if not parts[0].isdigit():
+        return False
+    if kind in (link_tree.FOLDER, link_tree.LINK):
+        return True
+    return (kind == link_tree.TEXT and len(parts) == 5 and parts[1].startswith("VOC")
+            and "/".join(parts[2:4]) == IMAGE_SETS_DIR and parts[4].endswith(".txt"))
 
 
 def _plan_voc_folder(folder: VocFolder, target: str, wanted: dict[str, link_tree.Entry]) -> None:

@@ -9,7 +9,9 @@ like a package manager's list of installed files, vocdet writes a record of ever
 - a folder only when empty (`os.rmdir`, never a recursive delete), a link only as a link (its
   target stays), a text file only while it holds the bytes vocdet wrote;
 - anything in the folder that the record does not list is refused in one line, before anything is
-  written: a folder that is not empty and holds no record (somebody's data) is never adopted;
+  written: a folder that is not empty and holds no record (somebody's data) is never adopted, unless
+  every entry in it has the exact shape an earlier vocdet, which kept no record, built there (the
+  caller's `legacy` test: folders, links and its own list files, nothing else);
 - the record is written before the entries it lists are made, and text files are written beside
   themselves and renamed, so a build killed part-way leaves nothing unrecorded and no half file;
 - an entry already as wanted is left untouched, so its mtime holds and with it TFX's input
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from typing import Callable
 import json
 import os
 import stat
@@ -64,16 +67,21 @@ def text(content: str) -> Entry:
     return Entry(TEXT, content)
 
 
-def build(root: str, wanted: dict[str, Entry], flag: str = "--output") -> None:
+def build(root: str, wanted: dict[str, Entry], flag: str = "--output",
+          legacy: Callable[[str, str], bool] | None = None) -> None:
     """Makes `root` hold exactly `wanted` ({path relative to root: entry}); see the module docstring.
 
     A parent of every entry must be wanted too. `flag` names the option that chose `root`, for the message.
+    `legacy(path, kind)` says whether an entry of a folder without a record has the shape an earlier
+    vocdet made; a folder whose every entry has it is adopted (recorded as it is) instead of refused.
     """
     if os.path.lexists(root) and not os.path.isdir(root):
         raise NotMadeByVocdet(f"{root}: a file, not a folder; vocdet builds a folder of links there: move it, or give "
                               f"another {flag}")
     record = _read_record(root)
     present = _present(root)
+    if record is None and legacy is not None and all(legacy(path, kind) for path, kind in present.items()):
+        record = _adopted(root, present)
     foreign = sorted(path for path, kind in present.items() if not _recorded(record, root, path, kind))
     if foreign:
         raise NotMadeByVocdet(_foreign_line(root, foreign, present, record is None, flag))
@@ -89,6 +97,15 @@ def build(root: str, wanted: dict[str, Entry], flag: str = "--output") -> None:
     for path in sorted(wanted, key=_depth):  # shallowest first: a parent is a real folder before its children
         _make(os.path.join(root, path), wanted[path])
     _write_record(root, new_record)
+
+
+def _adopted(root: str, present: dict[str, str]) -> dict:
+    """A record of what is there now, for a folder an earlier vocdet built without keeping one."""
+    record = _empty_record()
+    record["folders"] = {path for path, kind in present.items() if kind == FOLDER}
+    record["links"] = {path for path, kind in present.items() if kind == LINK}
+    record["texts"] = {path: [_digest(os.path.join(root, path))] for path, kind in present.items() if kind == TEXT}
+    return record
 
 
 def _depth(path: str) -> int:
