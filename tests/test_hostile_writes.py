@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 from PIL import Image
@@ -9,6 +11,8 @@ from PIL import Image
 from vocdet.pipeline import cli
 from vocdet.pipeline.data import frozen_schema
 from vocdet.pipeline.tools import output_folder
+
+VOCDET = os.path.join(os.path.dirname(sys.executable), "vocdet")
 
 
 def test_freeze_schema_never_overwrites_a_users_file(tmp_path):
@@ -85,3 +89,19 @@ def test_make_sample_never_writes_over_a_users_voc_folder(tmp_path, capsys):
     assert cli.main(["make-sample", str(tmp_path / "mine"), "--num-images", "4"]) == 0
     assert cli.main(["make-sample", str(tmp_path / "mine"), "--num-images", "5"]) == 0  # its own folder, again
     assert len(os.listdir(tmp_path / "mine" / "VOC2007" / "JPEGImages")) == 5
+
+
+@pytest.mark.parametrize("setting, flag", [("model.init_checkpoint", "init_checkpoint"), ("model.backbone_weights", "backbone_weights"),
+                                           ("data.schema_file", "schema_file")])
+def test_a_fifo_named_in_the_settings_is_refused_before_the_run(tmp_path, setting, flag):
+    fifo = tmp_path / "weights.fifo"
+    os.mkfifo(fifo)
+    section = setting.split(".")[0]
+    (tmp_path / "my.yaml").write_text(f"{section}:\n  {flag}: {fifo}\n")
+    result = subprocess.run([VOCDET, "run", "--config", str(tmp_path / "my.yaml"), "--output", str(tmp_path / "out")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"vocdet run: error: {fifo}: {setting}: is a FIFO (named pipe), not a regular file; only regular files are read"
+    ]
+    assert not (tmp_path / "out").exists()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 from vocdet.pipeline import config as config_lib
@@ -11,7 +10,7 @@ from vocdet.pipeline.cli import options
 from vocdet.pipeline.cli.errors import UsageError
 from vocdet.pipeline.data import sample
 from vocdet.pipeline.data.root import prepare_data_root
-from vocdet.pipeline.local import DAG_RUNNERS, output_folder
+from vocdet.pipeline.local import DAG_RUNNERS, input_files, output_folder
 from vocdet.pipeline.metadata import store as metadata_store
 
 
@@ -81,9 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError("--metadata and --parallelism are for a rehearsed package (--package); vocdet run keeps its "
                          "own store in --output")
     config = options.config_from_args(args)
-    # Checked here, where it is read; a compiled pipeline's file is the cluster's (vocdet compile).
-    if config.model.backbone_weights and not os.path.exists(config.model.backbone_weights):
-        raise UsageError(f"{config.model.backbone_weights}: model.backbone_weights: no such file")
+    input_files.check(config)  # where they are read; a compiled pipeline's files are the cluster's (vocdet compile)
     output_folder.check(config)  # before anything is written: the lock is a write
     started = time.time()
     with options.holding(config.output_dir, "run"):
