@@ -16,6 +16,7 @@ import time
 import pytest
 from PIL import Image
 
+from vocdet.components.voc_example_gen import convert
 from vocdet.components.coco_evaluator import coco_files
 from vocdet.pipeline import cli
 from vocdet.pipeline.tools import predict
@@ -93,14 +94,14 @@ def test_a_folder_with_a_fifo_lists_it_and_reading_it_is_one_skipped_line(hostil
 def test_an_image_file_too_large_in_bytes_is_refused_from_its_size(tmp_path):
     big = tmp_path / "huge.tif"
     with open(big, "wb") as handle:  # sparse: its size says 2 MB over the limit, nothing is written
-        handle.truncate(predict.max_image_bytes(1000) + 2_000_000)
+        handle.truncate(convert.image_bytes_limit(1000) + 2_000_000)
     for refuse in (predict.check_input, predict.read_image):
         with pytest.raises(predict.PredictError) as refused:
             refuse(str(big), 1000)
         assert str(refused.value) == (
-            f"{big}: 34.0 MB, above the limit of 32.0 MB (8 bytes a pixel of --max-image-pixels 1000, plus 32.0 MB); skipped"
+            f"{big}: 66.0 MB, above the limit of 64.0 MB (8 bytes a pixel of --max-image-pixels, at least 64.0 MB); skipped"
         )
-    assert predict.max_image_bytes(50_000_000) == 432_000_000  # the default, 50 MP
+    assert convert.image_bytes_limit(50_000_000) == 400_000_000  # the default, 50 MP: ingest's limit
 
 
 def test_outputs_of_images_with_the_same_stem_do_not_overwrite_each_other():

@@ -171,7 +171,6 @@ IMAGE_SET_MAX_BYTES = 100_000_000
 # the largest uncompressed pixel), and never less than 64 MB (metadata, a phone's appended video).
 _IMAGE_BYTES_PER_PIXEL = 8
 _IMAGE_MIN_BYTES_LIMIT = 64_000_000
-_IMAGE_BYTES_SETTING = f"{_IMAGE_BYTES_PER_PIXEL} bytes a pixel of data.max_image_pixels"
 
 
 def read_image_set(list_path: str) -> list[str]:
@@ -186,8 +185,13 @@ def read_image_set(list_path: str) -> list[str]:
 
 
 def image_bytes_limit(max_image_pixels: int) -> int:
-    """The most bytes an image file is read up to, for a pixel limit (`_IMAGE_BYTES_PER_PIXEL`)."""
+    """The most bytes an image file is read up to, for a pixel limit (`_IMAGE_BYTES_PER_PIXEL`); ingest's and predict's."""
     return max(_IMAGE_BYTES_PER_PIXEL * max_image_pixels, _IMAGE_MIN_BYTES_LIMIT)
+
+
+def image_bytes_setting(pixel_setting: str = "data.max_image_pixels") -> str:
+    """What sets `image_bytes_limit`, for a message: the pixel limit's setting or flag."""
+    return f"{_IMAGE_BYTES_PER_PIXEL} bytes a pixel of {pixel_setting}, at least {safe_files.describe_size(_IMAGE_MIN_BYTES_LIMIT)}"
 
 
 def voc_dir_of(list_path: str) -> str:
@@ -241,7 +245,7 @@ def convert_record(
         return Outcome(xml_path, REJECTED, reasons=[str(error)])
     image_path = choice.path
     try:
-        image_bytes = safe_files.read_bytes(image_path, image_bytes_limit(max_image_pixels), _IMAGE_BYTES_SETTING)
+        image_bytes = safe_files.read_bytes(image_path, image_bytes_limit(max_image_pixels), image_bytes_setting())
     except safe_files.UnsafeFileError as error:
         return Outcome(image_path, REJECTED, reasons=[_unreadable(image_path, error)])
     outcome = annotation_to_example(

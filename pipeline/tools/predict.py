@@ -69,22 +69,9 @@ def resolve_model_dir(path: str) -> str:
 
 READABLE_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
-# An image file is read whole only if it is at most this many bytes a pixel of --max-image-pixels, plus
-# IMAGE_EXTRA_BYTES: 8 is a 16-bit RGBA pixel stored uncompressed (TIFF, or a PNG that does not
-# compress), the most any of these formats takes; the extra is metadata (EXIF, ICC profiles) and data
-# after the image (a Motion Photo's video). The default, 50 MP, allows 432 MB, checked from the size.
-IMAGE_BYTES_PER_PIXEL = 8
-IMAGE_EXTRA_BYTES = 32_000_000
-
-
-def max_image_bytes(max_image_pixels: int) -> int:
-    """The largest image file read for `--max-image-pixels`: checked from the file's size, before reading."""
-    return max_image_pixels * IMAGE_BYTES_PER_PIXEL + IMAGE_EXTRA_BYTES
-
-
-def _bytes_setting(max_image_pixels: int) -> str:
-    extra = safe_files.describe_size(IMAGE_EXTRA_BYTES)
-    return f"{IMAGE_BYTES_PER_PIXEL} bytes a pixel of --max-image-pixels {max_image_pixels}, plus {extra}"
+# An image file is read only up to ingest's byte limit for the same pixel limit (`convert.image_bytes_limit`):
+# checked from its size, before reading, so a sparse 100 GB "photo" or a device is never read.
+PIXEL_FLAG = "--max-image-pixels"
 
 
 def expand_inputs(inputs: list[str]) -> list[str]:
@@ -205,7 +192,7 @@ def _walk(top: str):
 def check_input(path: str, max_image_pixels: int) -> None:
     """PredictError (`...; skipped`) unless `path` is a regular file small enough to read, without opening it."""
     try:
-        safe_files.check_file(path, max_image_bytes(max_image_pixels), _bytes_setting(max_image_pixels))
+        safe_files.check_file(path, convert.image_bytes_limit(max_image_pixels), convert.image_bytes_setting(PIXEL_FLAG))
     except safe_files.UnsafeFileError as error:
         raise PredictError(f"{error}; skipped") from None
 
@@ -226,10 +213,10 @@ def read_image(path: str, max_image_pixels: int) -> Image.Image:
     """8-bit RGB, upright (16-bit greyscale scaled, EXIF orientation applied, as ingest does).
 
     Only a regular file is read (never blocking on a FIFO or reading a device), and only up to
-    `max_image_bytes`; an image above the pixel limit is refused from its header.
+    `convert.image_bytes_limit`; an image above the pixel limit is refused from its header.
     """
     try:
-        content = safe_files.read_bytes(path, max_image_bytes(max_image_pixels), _bytes_setting(max_image_pixels))
+        content = safe_files.read_bytes(path, convert.image_bytes_limit(max_image_pixels), convert.image_bytes_setting(PIXEL_FLAG))
     except safe_files.UnsafeFileError as error:
         raise PredictError(f"{error}; skipped") from None
     try:
