@@ -153,3 +153,18 @@ def test_results_png_marks_the_best_epoch(tmp_path):
     table = results.read_csv(str(tmp_path / results.CSV_FILE))
     assert table[1]["metrics/mAP50(B)"] is None and table[2]["metrics/mAP50(B)"] == 0.7
     assert list(table[0])[:3] == ["epoch", "time", "train/loss"]
+
+
+def test_the_run_summary_line_names_the_best_epoch_or_why_there_was_no_validation():
+    from vocdet.components import trainer
+
+    record = {"history": [{"epoch": e} for e in range(1, 13)],
+              "best": {"epoch": 9, "epochs": 12, "monitor": "val_AP50", "value": 0.8412},
+              "validation": {"images": 14, "source": "10% slice of the training records"}}  # fmt: skip
+    assert trainer.best_epoch_line(record) == (
+        "best epoch 9/12: val mAP@0.5 0.841 (validation: 14 images, 10% slice of the training records)"
+    )
+    assert trainer.best_epoch_line({"history": [{"epoch": 1}], "best": None,
+                                    "validation": {"images": 0, "reason": "train.validation_freq: 0"}}) == (
+        "training: 1 epochs, no validation (train.validation_freq: 0)"
+    )  # fmt: skip

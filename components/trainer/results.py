@@ -20,8 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-CSV_FILE = "results.csv"
-PLOT_FILE = "results.png"
+from vocdet.components.trainer import RESULTS_CSV_FILE as CSV_FILE, RESULTS_PLOT_FILE as PLOT_FILE
 STATE_FILE = "results.json"
 # CSV column <- Keras log name (Throughput, Validation and Keras itself write them).
 COLUMNS = {
@@ -137,8 +136,7 @@ def plot(rows: list[dict], path: str, best_epoch: int | None, monitor_column: st
         points = [(row["epoch"], row[column]) for row in table if row[column] is not None]
         if points:
             epochs, values = np.array(points).T
-            axis.plot(epochs, values, marker=".", markersize=6, linewidth=1.5, color="#1f4e9c",
-                      label="results" if column == monitor_column else None)  # fmt: skip
+            axis.plot(epochs, values, marker=".", markersize=6, linewidth=1.5, color="#1f4e9c")
             best = [value for epoch, value in points if epoch == best_epoch]
             if best_epoch is not None:
                 axis.axvline(best_epoch, color="#aa3333", linestyle="--", linewidth=1)

@@ -114,7 +114,17 @@ class Evaluation:
 
     def __init__(self, model, model_config):
         self.model, self.model_config = model, model_config
-        self._step = tf.function(self._batch, reduce_retracing=True)
+        size, max_boxes = model_config.image_size, model_config.max_boxes
+        # Any batch size, one trace (the last batch is smaller): the trace is most of the first validation's time.
+        self._step = tf.function(
+            self._batch,
+            input_signature=[
+                tf.TensorSpec([None, size, size, 3], tf.float32),
+                tf.TensorSpec([None, 2], tf.float32),
+                {"boxes": tf.TensorSpec([None, max_boxes, 4], tf.float32),
+                 "classes": tf.TensorSpec([None, max_boxes], tf.float32)},
+            ],
+        )  # fmt: skip
 
     def _batch(self, images, shapes, targets):
         model = self.model
