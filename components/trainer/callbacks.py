@@ -31,6 +31,7 @@ import os
 import time
 
 import keras
+import tensorflow as tf
 
 from vocdet.components.trainer import best_epoch, distribution, optimization, results, resume
 
@@ -50,6 +51,9 @@ def clear_record(backup_dir: str) -> None:
     state_dir = record_dir(backup_dir)
     best_epoch.clear_state(state_dir)
     results.clear_state(state_dir)
+    # The folder too, once empty: it is ours (and the resume folder is left as Keras leaves it).
+    if tf.io.gfile.isdir(state_dir) and not tf.io.gfile.listdir(state_dir):
+        tf.io.gfile.rmtree(state_dir)
 
 
 def make_callbacks(

@@ -119,8 +119,6 @@ def run_fn(fn_args) -> None:
             decoder_tuning.write_record(tuning, fn_args.serving_model_dir)
         warm_start.save(model, fn_args.serving_model_dir)
         _logger.info("Serving model written to %s", fn_args.serving_model_dir)
-        # Exported: what this attempt kept for a retry of it is no longer needed.
-        callbacks_lib.clear_record(backup_dir)
     else:
         # MultiWorkerMirroredStrategy: every worker takes part in the export; only the chief's copy is kept.
         with tempfile.TemporaryDirectory(prefix="vocdet-worker-export-") as scratch:
@@ -128,6 +126,8 @@ def run_fn(fn_args) -> None:
                 model, tf_transform_output, config.model, config.class_names, scratch,
                 min_score=config.model.display_confidence_threshold,
             )  # fmt: skip
+    # Exported: what this task kept for a retry of it is no longer needed.
+    callbacks_lib.clear_record(backup_dir)
 
 
 def _held_out_files(train_files, eval_files) -> list[str]:
