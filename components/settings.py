@@ -95,14 +95,24 @@ class TrainConfig:
     global_clipnorm: float = 10.0
     # "step": the guide's warm-up, then 10x drops at decay_at. "plateau": the same
     # warm-up, then the peak rate until the training loss stops improving for
-    # plateau_patience epochs (Keras's ReduceLROnPlateau, 10x at a time).
+    # plateau_patience epochs (Keras's ReduceLROnPlateau, 10x at a time); with validation, until the
+    # validation metric of eval.blessing_metric stops improving.
     lr_schedule: str = "step"
     plateau_patience: int = 3
-    # Stop when the training loss has not improved for this many epochs (0: never).
+    # Stop when the training loss (with validation: the validation metric) has not improved for this many epochs (0: never).
     early_stopping_patience: int = 0
     jitter_scale: list[float] = dataclasses.field(default_factory=lambda: [0.75, 1.3])
     # The guide's colour-only RandAugment strength (0 turns it off).
     rand_augment_magnitude: float = 0.25
+    # Validate every this many epochs (and after the last) on held-out data: val_* losses and COCO
+    # metrics, and the best epoch by eval.blessing_metric is the one exported. 0: never.
+    validation_freq: int = 1
+    # What validates: a split held out from training (data.tuning_split), else this percent of the
+    # training records, a stable hash slice the model does not train on (0: no validation without a
+    # held-out split).
+    validation_percent: int = 5
+    # At most this many held-out images (the first ones) are validated on.
+    validation_max_images: int = 500
     # Compile the train step with XLA.
     jit_compile: bool = False
     # Start from the weights of the latest blessed model of this pipeline, when
@@ -122,6 +132,11 @@ class TrainConfig:
             raise ValueError("train.plateau_patience must be >= 1 and train.early_stopping_patience >= 0")
         if self.epochs < 1 or self.batch_size_per_replica < 1:
             raise ValueError("train.epochs and train.batch_size_per_replica must be positive")
+        if self.validation_freq < 0 or self.validation_max_images < 1 or not 0 <= self.validation_percent < 50:
+            raise ValueError(
+                "train.validation_freq must be >= 0 (0: no validation), train.validation_max_images >= 1 and "
+                "train.validation_percent in [0, 50)"
+            )
         if self.steps_per_epoch < 0 or self.warmup_steps < 0:
             raise ValueError("train.steps_per_epoch and train.warmup_steps must not be negative")
         if list(self.decay_at) != sorted(self.decay_at) or any(not 0 < f < 1 for f in self.decay_at):

@@ -328,7 +328,7 @@ def test_the_result_tasks_declare_kfp_output_artefacts_and_pass_the_launcher_con
         "CocoEvaluator": {"metrics": "system.Metrics", "report": "system.Markdown", "report_html": "system.HTML"},
         "FileBasedExampleGen": {"ingest_report": "system.Markdown"},
         "Pusher": {"push": "system.Markdown"},
-        "Trainer": {"training": "system.Metrics", "starting_weights": "system.Markdown"},
+        "Trainer": {"training": "system.Metrics", "starting_weights": "system.Markdown", "curves": "system.HTML"},
     }
     for node_id, (task_name, task) in by_node.items():
         component = spec.components[task.component_ref.name]

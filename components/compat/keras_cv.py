@@ -184,7 +184,18 @@ class GloballyNormalisedLoss:
         super().__init__(*args, **kwargs)
 
     def compute_loss(self, x, y, y_pred, sample_weight=None, **kwargs):
-        # KerasCV's RetinaNet.compute_loss, but for the normaliser (marked).
+        # KerasCV's RetinaNet.compute_loss, but for the normaliser (marked in `loss_targets`).
+        y_true, weights = self.loss_targets(x, y)
+        loss = super(keras_cv.models.RetinaNet, self).compute_loss(
+            x=x, y=y_true, y_pred=y_pred, sample_weight=weights
+        )
+        # Gradients flow through this replica's share of the global loss; the value
+        # Keras reports (it may read the first replica only) is the global loss itself.
+        global_loss = keras_compat.sum_over_replicas(ops.stop_gradient(loss))
+        return loss + (global_loss - ops.stop_gradient(loss))
+
+    def loss_targets(self, x, y) -> tuple[dict, dict]:
+        """The encoded targets and the per-anchor weights of the box and classification losses (validation reuses them)."""
         y_for_label_encoder = keras_cv.bounding_box.convert_format(
             y, source=self.bounding_box_format, target=self.label_encoder.bounding_box_format, images=x
         )
@@ -202,13 +213,7 @@ class GloballyNormalisedLoss:
             "box": boxes,
             "classification": ops.one_hot(ops.cast(classes, "int32"), self.num_classes, dtype="float32"),
         }
-        loss = super(keras_cv.models.RetinaNet, self).compute_loss(
-            x=x, y=y_true, y_pred=y_pred, sample_weight=weights
-        )
-        # Gradients flow through this replica's share of the global loss; the value
-        # Keras reports (it may read the first replica only) is the global loss itself.
-        global_loss = keras_compat.sum_over_replicas(ops.stop_gradient(loss))
-        return loss + (global_loss - ops.stop_gradient(loss))
+        return y_true, weights
 
 
 class LowQualityMatchingLabelEncoder(keras_cv.models.retinanet.LabelEncoder):

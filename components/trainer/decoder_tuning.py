@@ -87,16 +87,7 @@ def tune(model, files, tf_transform_output, settings, batch_size: int) -> Tuning
     if not images:
         _logger.warning("no tuning images in %s: the decoder keeps model.nms_iou_threshold", files)
         return None
-    objects = [
-        (index + 1, class_id, box, bool(difficult))
-        for index, (_, _, boxes, classes, difficults) in enumerate(images)
-        for box, class_id, difficult in zip(boxes, classes, difficults)
-    ]
-    ground_truth = coco_metrics.coco_ground_truth(
-        [{"id": index + 1, "height": int(h), "width": int(w)} for index, (_, (h, w), _, _, _) in enumerate(images)],
-        [coco_metrics.annotation(image_id, number + 1, c, box, d) for number, (image_id, c, box, d) in enumerate(objects)],
-        settings.class_names,
-    )
+    ground_truth = coco_ground_truth(images, settings.class_names)
     candidates = _candidates(model, images, model_config, batch_size)
     sweep, detections_by_iou = sweep_decoder(candidates, ground_truth, model_config, settings.tuning_metric)
     chosen = best_iou(sweep, settings.tuning_metric, model_config.nms_iou_threshold)
@@ -146,6 +137,20 @@ def best_iou(sweep: list[dict], metric: str, default_iou: float) -> float:
     return max(sweep, key=lambda row: (row[metric], -abs(row["nms_iou_threshold"] - default_iou)))["nms_iou_threshold"]
 
 
+def coco_ground_truth(images: list[tuple], class_names: list[str]) -> dict:
+    """COCO ground truth of `read_images`' images, with ids 1..N in their order (difficult objects: iscrowd)."""
+    objects = [
+        (index + 1, class_id, box, bool(difficult))
+        for index, (_, _, boxes, classes, difficults) in enumerate(images)
+        for box, class_id, difficult in zip(boxes, classes, difficults)
+    ]
+    return coco_metrics.coco_ground_truth(
+        [{"id": index + 1, "height": int(h), "width": int(w)} for index, (_, (h, w), _, _, _) in enumerate(images)],
+        [coco_metrics.annotation(image_id, number + 1, c, box, d) for number, (image_id, c, box, d) in enumerate(objects)],
+        class_names,
+    )
+
+
 def write_record(tuning: Tuning, export_dir: str) -> str:
     """The record in the SavedModel's `assets.extra/`, which every pushed version carries."""
     directory = os.path.join(export_dir, features.ASSETS_EXTRA_DIR)
@@ -156,8 +161,12 @@ def write_record(tuning: Tuning, export_dir: str) -> str:
     return path
 
 
-def read_images(files, tf_transform_output, model_config) -> list[tuple]:
-    """(resized image, (height, width), boxes pixel xyxy, classes, difficult) of the first tuning examples."""
+def read_images(files, tf_transform_output, model_config, max_images: int | None = None, slice_percent: int = 0) -> list[tuple]:
+    """(resized image, (height, width), boxes pixel xyxy, classes, difficult) of the first examples.
+
+    At most `max_images` (default: `model.tuning_max_images`); with `slice_percent`, of the
+    validation slice only (`input_pipeline.in_validation_slice`).
+    """
     spec = {
         key: value
         for key, value in tf_transform_output.transformed_feature_spec().items()
@@ -166,7 +175,10 @@ def read_images(files, tf_transform_output, model_config) -> list[tuple]:
     paths = sorted(path for pattern in ([files] if isinstance(files, str) else files) for path in tf.io.gfile.glob(pattern))
     resize = input_pipeline.eval_resizing(model_config)
     images = []
-    for record in tf.data.TFRecordDataset(paths, compression_type="GZIP").take(model_config.tuning_max_images):
+    records = tf.data.TFRecordDataset(paths, compression_type="GZIP")
+    if slice_percent:
+        records = records.filter(lambda record: input_pipeline.in_validation_slice(record, slice_percent))
+    for record in records.take(max_images or model_config.tuning_max_images):
         parsed = tf.io.parse_single_example(record, spec)
         height, width = int(parsed[features.IMAGE_HEIGHT]), int(parsed[features.IMAGE_WIDTH])
         image = tf.cast(tf.io.decode_jpeg(parsed[features.IMAGE], channels=3), tf.float32)

@@ -57,8 +57,12 @@ def make_dataset(
     train_config,
     batch_size: int,
     training: bool,
+    held_out_percent: int = 0,
 ) -> tf.data.Dataset:
-    """Batches of `(images [B, S, S, 3] float 0-255, {"boxes": [B, max_boxes, 4], "classes": [B, max_boxes]})`."""
+    """Batches of `(images [B, S, S, 3] float 0-255, {"boxes": [B, max_boxes, 4], "classes": [B, max_boxes]})`.
+
+    Records in the validation slice of `held_out_percent` (`in_validation_slice`) are left out.
+    """
     paths = sorted(_glob(file_pattern))
     files = tf.data.Dataset.from_tensor_slices(paths)
     if training:
@@ -68,6 +72,8 @@ def make_dataset(
         num_parallel_calls=tf.data.AUTOTUNE,
         deterministic=not training,
     )
+    if held_out_percent:
+        dataset = dataset.filter(lambda record: tf.logical_not(in_validation_slice(record, held_out_percent)))
     if training:
         dataset = dataset.shuffle(512, seed=train_config.seed).repeat()
     feature_spec = {
@@ -167,7 +173,27 @@ def _glob(file_pattern: str | list[str]) -> list[str]:
     return [path for pattern in patterns for path in tf.io.gfile.glob(pattern)]
 
 
-def count_records(file_pattern: str | list[str]) -> int:
-    """Number of records in gzipped TFRecord files (no parsing)."""
+def count_records(file_pattern: str | list[str], held_out_percent: int = 0) -> int:
+    """Number of records in gzipped TFRecord files (no parsing), but those of the validation slice."""
+    return count_slice(file_pattern, held_out_percent)[0]
+
+
+def count_slice(file_pattern: str | list[str], percent: int) -> tuple[int, int]:
+    """(records outside, records inside) the validation slice of `percent` (no parsing)."""
     dataset = tf.data.TFRecordDataset(_glob(file_pattern), compression_type="GZIP")
-    return int(dataset.reduce(tf.constant(0, tf.int64), lambda count, _: count + 1))
+    inside = dataset.map(lambda record: tf.cast(in_validation_slice(record, percent), tf.int64))
+    total, held_out = inside.reduce(
+        (tf.constant(0, tf.int64), tf.constant(0, tf.int64)), lambda counts, one: (counts[0] + 1, counts[1] + one)
+    )
+    return int(total - held_out), int(held_out)
+
+
+def in_validation_slice(record: tf.Tensor, percent: int) -> tf.Tensor:
+    """Whether a serialized example is in the stable validation slice of `percent` of the records.
+
+    A fingerprint of the record itself (FarmHash, `tf.strings.to_hash_bucket_fast`): the same records
+    in every run, on every worker, in any order, without an id feature.
+    """
+    if not percent:
+        return tf.constant(False)
+    return tf.strings.to_hash_bucket_fast(record, 100) < percent

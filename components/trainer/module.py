@@ -17,6 +17,7 @@ import tensorflow as tf
 import tensorflow_transform as tft
 
 from vocdet.components.trainer import (
+    best_epoch,
     callbacks as callbacks_lib,
     checkpoint,
     data_profile,
@@ -24,8 +25,10 @@ from vocdet.components.trainer import (
     distribution,
     input_pipeline,
     optimization,
+    results,
     resume,
     serving,
+    validation,
     warm_start,
 )
 from vocdet.components.settings import TrainerSettings
@@ -48,7 +51,10 @@ def run_fn(fn_args) -> None:
     _profile_data(tf_transform_output, config, distribution.task_dir(fn_args.model_run_dir))
     global_batch_size = config.train.batch_size_per_replica * strategy.num_replicas_in_sync
 
-    num_train_examples = input_pipeline.count_records(fn_args.train_files)
+    # What validates: the held-out eval files, else a slice of the training records (validation_percent).
+    held_out_files = _held_out_files(fn_args.train_files, fn_args.eval_files)
+    slice_percent = _slice_percent(fn_args.train_files, held_out_files, config.train)
+    num_train_examples = input_pipeline.count_records(fn_args.train_files, slice_percent)
     steps_per_epoch = config.train.steps_per_epoch or max(1, num_train_examples // global_batch_size)
     total_steps = steps_per_epoch * config.train.epochs
     _logger.info(
@@ -70,24 +76,37 @@ def run_fn(fn_args) -> None:
     # Batched by the global batch; Keras splits it over the replicas and, with several
     # workers, shards it by record (see input_pipeline).
     train_dataset = input_pipeline.make_dataset(
-        fn_args.train_files, tf_transform_output, config.model, config.train, global_batch_size, training=True
+        fn_args.train_files, tf_transform_output, config.model, config.train, global_batch_size, training=True,
+        held_out_percent=slice_percent,
+    )  # fmt: skip
+    validation_callback, monitor, validation_note = _validation(
+        fn_args, held_out_files, slice_percent, tf_transform_output, config
     )
-    history = model.fit(
+    backup_dir = resume.backup_dir(fn_args, fn_args.custom_config)
+    callbacks = callbacks_lib.make_callbacks(
+        config.train, fn_args.model_run_dir, backup_dir, global_batch_size, validation_callback, monitor
+    )
+    model.fit(
         train_dataset,
         epochs=config.train.epochs,
         steps_per_epoch=steps_per_epoch,
-        callbacks=callbacks_lib.make_callbacks(
-            config.train, fn_args.model_run_dir, resume.backup_dir(fn_args, fn_args.custom_config), global_batch_size
-        ),
+        callbacks=callbacks,
         # A progress bar for a person at a terminal, one line per epoch in logs.
         verbose=1 if sys.stdout.isatty() else 2,
     )
+    # Every epoch, this attempt's and a resumed one's before it (the History callback has this attempt's only).
+    rows = next(callback for callback in callbacks if isinstance(callback, results.ResultsLog)).rows
+    best = next((callback for callback in callbacks if isinstance(callback, best_epoch.BestCheckpoint)), None)
 
     if distribution.is_chief():
+        run_dir = fn_args.model_run_dir
+        best_record = _best_record(best, rows, config, validation_note)
         _write_training_record(
-            fn_args.model_run_dir, history.history, config, steps_per_epoch, global_batch_size,
-            strategy.num_replicas_in_sync, _starting_weights(warm_started, fn_args.base_model, config.model),
+            run_dir, rows, config, steps_per_epoch, global_batch_size, strategy.num_replicas_in_sync,
+            _starting_weights(warm_started, fn_args.base_model, config.model), best_record, validation_note,
         )  # fmt: skip
+        results.plot(rows, os.path.join(run_dir, results.PLOT_FILE), best_record["epoch"] if best_record else None,
+                     results.column_of(monitor) if monitor else None)  # fmt: skip
         # The decoder's NMS IoU and the recommended score threshold, on the tuning splits (the eval files).
         tuning = decoder_tuning.tune(
             model, fn_args.eval_files, tf_transform_output, config, config.train.batch_size_per_replica
@@ -107,6 +126,74 @@ def run_fn(fn_args) -> None:
                 model, tf_transform_output, config.model, config.class_names, scratch,
                 min_score=config.model.display_confidence_threshold,
             )  # fmt: skip
+    # Exported: what this task kept for a retry of it is no longer needed.
+    callbacks_lib.clear_record(backup_dir)
+
+
+def _held_out_files(train_files, eval_files) -> list[str]:
+    """The Trainer's eval files when none of them is a training file (data.tuning_split held out), else none."""
+    train, held_out = set(train_files or []), list(eval_files or [])
+    return held_out if held_out and not train.intersection(held_out) else []
+
+
+def _slice_percent(train_files, held_out_files: list[str], train_config) -> int:
+    """The percent of training records held out to validate on: 0 with held-out files, without validation,
+    or where the slice would leave nothing to train on or hold nothing."""
+    if held_out_files or not train_config.validation_freq or not train_config.validation_percent:
+        return 0
+    outside, inside = input_pipeline.count_slice(train_files, train_config.validation_percent)
+    return train_config.validation_percent if outside and inside else 0
+
+
+def _validation(fn_args, held_out_files: list[str], slice_percent: int, tf_transform_output, config) -> tuple:
+    """(the Validation callback or None, the monitored log or None, what validates, for the training record)."""
+    train = config.train
+    if not train.validation_freq:
+        return _without_validation("train.validation_freq: 0", warn=False)
+    if not held_out_files and not slice_percent:
+        return _without_validation(
+            "no data to spare: no held-out split (data.tuning_split) and no slice of the training records "
+            f"(train.validation_percent: {train.validation_percent}; too few records?)"
+        )
+    files = held_out_files or fn_args.train_files
+    validation_set = validation.load(files, tf_transform_output, config, train.batch_size_per_replica, slice_percent)
+    if not validation_set.images:
+        return _without_validation(f"the held-out split {'+'.join(config.tuning_splits) or '?'} has no images")
+    source = (
+        f"{train.validation_percent}% slice of the training records" if slice_percent
+        else "held-out split " + ("+".join(config.tuning_splits) or "(the eval files)")
+    )  # fmt: skip
+    monitor = validation.monitor(config.tuning_metric)
+    _logger.info(
+        "validating every %d epoch(s) on %d images (%d objects), the %s; the exported epoch is the best by %s",
+        train.validation_freq, validation_set.images, validation_set.objects, source, monitor,
+    )  # fmt: skip
+    callback = validation.Validation(validation_set, config.model, train.validation_freq, train.epochs)
+    note = {"images": validation_set.images, "objects": validation_set.objects, "source": source,
+            "every_epochs": train.validation_freq, "monitor": monitor}  # fmt: skip
+    return callback, monitor, note
+
+
+def _without_validation(reason: str, warn: bool = True) -> tuple:
+    (_logger.warning if warn else _logger.info)("training without validation: %s", reason)
+    return None, None, {"images": 0, "reason": reason}
+
+
+def _best_record(best, rows: list[dict], config, validation_note: dict) -> dict | None:
+    """The exported epoch when validation chose it: its number, its validation numbers, and why."""
+    if best is None or best.best_epoch is None:
+        return None
+    validated = [row for row in rows if best.monitor in row]
+    logs = best.best_logs
+    return {
+        "epoch": best.best_epoch,
+        "epochs": len(rows),
+        "monitor": best.monitor,
+        "value": float(best.best),
+        "validation": {name: value for name, value in logs.items() if name.startswith(validation.PREFIX)},
+        "why": f"highest {best.monitor} (eval.blessing_metric {config.tuning_metric}) of {len(validated)} validated "
+        f"epochs on {validation_note['images']} held-out images; its weights are exported",
+    }
 
 
 def _starting_weights(warm_started: bool, base_model: str | None, model_config) -> str:
@@ -120,15 +207,20 @@ def _starting_weights(warm_started: bool, base_model: str | None, model_config) 
     return "random initialisation"
 
 
-def _write_training_record(model_run_dir: str, history: dict, config, steps_per_epoch: int, global_batch_size: int,
-                           replicas: int, starting_weights: str) -> None:
-    """`training.json` in the model_run artefact: the final epoch's losses and throughput, the schedule, the start.
+def _write_training_record(model_run_dir: str, rows: list[dict], config, steps_per_epoch: int, global_batch_size: int,
+                           replicas: int, starting_weights: str, best: dict | None, validation_note: dict) -> None:
+    """`training.json` in the model_run artefact: every epoch's logs, the best epoch, the schedule, the start.
 
-    What Kubeflow's UI shows for the Trainer (pipeline/kubeflow/outputs.py); after a resume, the
-    history holds the epochs trained since.
+    What Kubeflow's UI and `vocdet runs` show for the Trainer (pipeline/kubeflow/outputs.py); after a
+    resume, the history holds the earlier attempt's epochs too. `final` is the last epoch's logs;
+    `best` (None without validation) the exported epoch's.
     """
     record = {
-        "final": {name: float(values[-1]) for name, values in history.items() if values},
+        "final": {name: value for name, value in rows[-1].items() if name != "epoch"} if rows else {},
+        "history": rows,
+        "best": best,
+        "validation": validation_note,
+        "exported_epoch": best["epoch"] if best else (rows[-1]["epoch"] if rows else None),
         "epochs": config.train.epochs,
         "steps": steps_per_epoch * config.train.epochs,
         "global_batch_size": global_batch_size,

@@ -41,7 +41,7 @@ DECLARED = {
     "FileBasedExampleGen": {"ingest_report": MARKDOWN},
     "ImportExampleGen": {"ingest_report": MARKDOWN},
     "Pusher": {"push": MARKDOWN},
-    "Trainer": {"training": METRICS, "starting_weights": MARKDOWN},
+    "Trainer": {"training": METRICS, "starting_weights": MARKDOWN, "curves": HTML},
 }
 # The evaluator's numbers a Kubeflow user compares between runs, by metrics.json key.
 EVALUATOR_METRICS = (
@@ -162,18 +162,33 @@ def _pusher(artifacts) -> dict:
 
 
 def _trainer(artifacts) -> dict:
-    """The final epoch's losses and images per second, epochs and steps; what training started from."""
-    from vocdet.components.trainer import TRAINING_RECORD_FILE
+    """The final epoch's logs, the best epoch's validation numbers, the schedule; the start; the curves (results.png)."""
+    from vocdet.components import trainer as trainer_record
 
     (model_run,) = artifacts[("OUTPUT", "model_run")]
-    path = os.path.join(model_run.uri, TRAINING_RECORD_FILE)
-    if not os.path.exists(path):  # a model trained before run_fn kept the record
+    record = trainer_record.read_training_record(model_run.uri)
+    if record is None:  # a model trained before run_fn kept the record
         return {"starting_weights": "# Training\n\nNo training record in this model's `model_run`.\n"}
-    with open(path) as handle:
-        record = json.load(handle)
     metrics = {f"final/{name}": value for name, value in record["final"].items()}
     metrics.update({key: record[key] for key in ("epochs", "steps", "global_batch_size", "replicas")})
-    return {"training": metrics, "starting_weights": f"# Training\n\nStarted from {record['starting_weights']}.\n"}
+    best = record.get("best")
+    if best:
+        metrics["best/epoch"] = best["epoch"]
+        metrics.update({f"best/{name}": value for name, value in best["validation"].items()})
+    report = (f"# Training\n\nStarted from {record['starting_weights']}.\n\n{trainer_record.best_epoch_line(record)}"
+              + (f": {best['why']}" if best else "") + ".\n")  # fmt: skip
+    history = record.get("history") or []
+    columns = [name for name in ("loss", "val_loss", *trainer_record.VALIDATION_METRIC_LABELS, "learning_rate",
+                                 "epoch_seconds", "val_seconds") if any(name in row for row in history)]  # fmt: skip
+    if history:
+        report += "\n| epoch | " + " | ".join(columns) + " |\n|---|" + "---|" * len(columns) + "\n"
+        report += "".join(
+            f"| {row['epoch']}{' (best)' if best and row['epoch'] == best['epoch'] else ''} | "
+            + " | ".join(f"{row[name]:.4g}" if name in row else "" for name in columns) + " |\n"
+            for row in history
+        )
+    curves = report + f"\n![results]({trainer_record.RESULTS_PLOT_FILE})\n"
+    return {"training": metrics, "starting_weights": _within_limit(report), "curves": _html(curves, model_run.uri)}
 
 
 _BUILDERS = {"CocoEvaluator": _evaluator, "FileBasedExampleGen": _example_gen, "ImportExampleGen": _example_gen,

@@ -15,6 +15,7 @@ from ml_metadata.metadata_store import metadata_store
 from ml_metadata.proto import metadata_store_pb2
 from tfx import v1 as tfx
 
+from vocdet.components import trainer as trainer_record
 from vocdet.components.atomic_pusher import executor as pusher_executor
 from vocdet.pipeline.config import PipelineConfig
 
@@ -38,9 +39,14 @@ class RunSummary:
     cached: list[str] = dataclasses.field(default_factory=list)
     # How the data was split, and images found twice (ingest_notes).
     data_notes: list[str] = dataclasses.field(default_factory=list)
+    # The Trainer's best epoch and its validation (components.trainer.best_epoch_line), and its curves.
+    training: str | None = None
+    training_curves: str | None = None
 
     def lines(self) -> list[str]:
         lines = [
+            *([self.training + (f"; curves: {self.training_curves}" if self.training_curves else "")]
+              if self.training else []),
             f"evaluation: COCO mAP@[.5:.95] {self.metrics['coco/AP']:.3f}, mAP@0.5 {self.metrics['coco/AP50']:.3f}, "
             f"VOC2007 mAP@0.5 {self.metrics['voc/mAP50_11point']:.3f} on {self.num_eval_images} images",
             *self._operating_point_lines(),
@@ -171,6 +177,8 @@ def summarize_store(store: metadata_store.MetadataStore, where: str, run_id: str
     examples = artifact("CocoEvaluator", "examples", metadata_store_pb2.Event.INPUT)
     was_pushed = pushed.custom_properties["pushed"].int_value == 1 if "pushed" in pushed.custom_properties else False
     base_models = _event_artifacts(store, nodes.get("Trainer"), "base_model", metadata_store_pb2.Event.INPUT)
+    model_run = artifact("Trainer", "model_run").uri
+    training = trainer_record.read_training_record(model_run)
     return RunSummary(
         metrics=metrics["metrics"],
         num_eval_images=metrics["num_images"],
@@ -184,7 +192,9 @@ def summarize_store(store: metadata_store.MetadataStore, where: str, run_id: str
         if pusher_executor.NOT_PUSHED_REASON_KEY in pushed.custom_properties else None,
         ingest_summary=ingest_counts(examples.uri),
         data_notes=ingest_notes(examples.uri),
-        data_profile=_existing(os.path.join(artifact("Trainer", "model_run").uri, "data_profile.png")),
+        data_profile=_existing(os.path.join(model_run, "data_profile.png")),
+        training=trainer_record.best_epoch_line(training) if training else None,
+        training_curves=_existing(os.path.join(model_run, trainer_record.RESULTS_PLOT_FILE)),
         warm_started_from=base_models[0].uri if base_models else None,
         cached=sorted(node for node, execution in nodes.items() if execution.last_known_state == execution.CACHED),
     )

@@ -3,7 +3,8 @@
 For each run (TFX's `pipeline_run` context; `vocdet ingest`'s pipeline is another and left out): its id,
 start, duration and final state; the node that failed and why (`metadata.run_failure`, which the
 runners record, since TFX does not); the span ExampleGen ingested, the spans trained on and the
-examples per split; COCO mAP, AP50 and VOC07 mAP with the change against the baseline (both scored on
+examples per split; the Trainer's best epoch and its validation value of the blessing metric (training.json);
+COCO mAP, AP50 and VOC07 mAP with the change against the baseline (both scored on
 the same images by the CocoEvaluator); blessed or not and why; the version pushed; the nodes served
 from TFX's cache. Rollbacks (`operations.rollback`) are records of their own, in time order.
 Everything comes from the run's own executions, found by node id (`summary.run_nodes`).
@@ -16,6 +17,7 @@ import dataclasses
 import io
 import json
 
+from vocdet.components import trainer as trainer_record
 from vocdet.pipeline.metadata import run_failure
 from vocdet.pipeline.operations import lineage
 
@@ -43,6 +45,11 @@ class RunRecord:
     already_serving: bool = False
     not_pushed_reason: str | None = None
     warm_started_from: int | None = None  # a Model artefact id
+    # The Trainer's exported epoch when validation chose it (training.json's `best`), e.g. 9 of 12.
+    best_epoch: int | None = None
+    epochs: int | None = None
+    best_validation: dict[str, float] | None = None  # its val_* logs
+    validation_monitor: str | None = None
     cached: list[str] = dataclasses.field(default_factory=list)
     # A rollback's: the version served again, the version it was published as, the versions withdrawn.
     rolled_back_to: int | None = None
@@ -84,6 +91,7 @@ def run_record(store, run) -> RunRecord:
     record.train_spans = sorted(span for span in map(lineage.span_of, trained_on) if span is not None)
     base = lineage.inputs(store, nodes.get(lineage.TRAINER_NODE), "base_model")
     record.warm_started_from = base[0].id if base else None
+    _training(store, nodes, record)
     _evaluation(store, nodes, record)
     _push(store, nodes, record)
     return record
@@ -101,6 +109,24 @@ def _state(run, nodes: dict) -> str:
     if states & {some.NEW, some.RUNNING}:
         return "RUNNING"
     return "COMPLETE" if lineage.PUSHER_NODE in nodes else "INCOMPLETE"
+
+
+def _training(store, nodes: dict, record: RunRecord) -> None:
+    """The best epoch and its validation numbers, from the Trainer's training.json (where it is readable here)."""
+    model_runs = lineage.outputs(store, nodes.get(lineage.TRAINER_NODE), "model_run")
+    training = trainer_record.read_training_record(model_runs[0].uri) if model_runs else None
+    best = (training or {}).get("best")
+    if best:
+        record.best_epoch, record.epochs = best["epoch"], best["epochs"]
+        record.best_validation, record.validation_monitor = best["validation"], best["monitor"]
+
+
+def _best(record: RunRecord) -> str:
+    """`0.840 (9/12)`: the best epoch's validation value of the blessing metric, and which epoch."""
+    if record.best_epoch is None:
+        return "-"
+    value = (record.best_validation or {}).get(record.validation_monitor)
+    return (f"{value:.3f} " if value is not None else "") + f"({record.best_epoch}/{record.epochs})"
 
 
 def _evaluation(store, nodes: dict, record: RunRecord) -> None:
@@ -180,6 +206,7 @@ def _csv(records: list[RunRecord]) -> str:
             row[f"{name} change"] = (record.change or {}).get(name)
         row.pop("metrics"), row.pop("change")
         row["examples"] = " ".join(f"{split}={n}" for split, n in sorted((record.examples or {}).items()))
+        row["best_validation"] = (record.best_validation or {}).get(record.validation_monitor)
         for name in ("train_spans", "cached", "withdrawn_versions"):
             row[name] = " ".join(str(item) for item in row[name])
         rows.append(row)
@@ -199,11 +226,12 @@ def _metric(record: RunRecord, name: str) -> str:
 
 
 def _table(records: list[RunRecord]) -> str:
-    header = ["run", "started", "took", "state", "data", "COCO mAP", "AP50", "VOC07 mAP", "blessed", "pushed", "notes"]
+    header = ["run", "started", "took", "state", "data", "COCO mAP", "AP50", "VOC07 mAP", "val (best epoch)", "blessed",
+              "pushed", "notes"]
     rows = [header]
     for record in records:
         if record.kind == "rollback":
-            rows.append([record.run_id, record.started, f"{record.duration_s:.0f}s", record.state, "-", "-", "-", "-", "-",
+            rows.append([record.run_id, record.started, f"{record.duration_s:.0f}s", record.state, "-", "-", "-", "-", "-", "-",
                          f"v{record.pushed_version}",
                          f"rolled back to v{record.rolled_back_to}, re-published as v{record.pushed_version}; withdrawn: "
                          + (", ".join(f"v{v}" for v in record.withdrawn_versions) or "none")])
@@ -227,7 +255,7 @@ def _table(records: list[RunRecord]) -> str:
         if record.cached:
             notes.append(f"cached: {', '.join(record.cached)}")
         rows.append([record.run_id, record.started, f"{record.duration_s:.0f}s" if record.duration_s is not None else "-",
-                     record.state, data, *(_metric(record, name) for name in lineage.METRICS),
+                     record.state, data, *(_metric(record, name) for name in lineage.METRICS), _best(record),
                      "-" if record.blessed is None else ("yes" if record.blessed else "no"), pushed, "; ".join(notes)])
     widths = [max(len(row[i]) for row in rows) for i in range(len(header) - 1)]
     return "\n".join(
