@@ -43,9 +43,10 @@ sample-weights: setup
 	$(BIN)/python -m vocdet.pipeline.tools.sample_weights
 
 # The docs site (mkdocs.yml, docs/) into site/; --strict fails on a broken link, a missing page or a warning. Its
-# configuration reference is generated from the config dataclasses (docs/hooks/config_reference.py).
+# configuration reference is generated from the config dataclasses (docs/hooks/config_reference.py). The variable
+# quiets Material's notice of its end of life (May 2027), printed at every build.
 docs: setup
-	$(BIN)/mkdocs build --strict -d site/
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site/
 
 # Re-resolve the lock from pyproject's direct dependencies (needs the registries; takes minutes), with the sha256
 # of every file PyPI has for each pinned version (any platform, so a Mac or an arm64 image installs too); the
