@@ -38,7 +38,7 @@ test-fast: setup
 bench: setup
 	$(BIN)/python -m bench
 
-# Re-train the shipped `sample` checkpoint the demo starts from (about 20 min on 2 cores; see README).
+# Re-train the shipped `sample` checkpoint the demo starts from (about 20 min on 2 cores; docs/training.md).
 sample-weights: setup
 	$(BIN)/python -m vocdet.pipeline.tools.sample_weights
 

@@ -35,7 +35,7 @@ class ModelConfig:
     # and mmdetection's RetinaNet do; KerasCV's does not): no object goes untrained.
     allow_low_quality_matches: bool = True
     # Weights of a whole RetinaNet of this architecture to start from: "sample" (vocdet's
-    # checkpoint trained on the generated sample, see README) or a checkpoint file. Layers whose
+    # checkpoint trained on the generated sample, docs/training.md) or a checkpoint file. Layers whose
     # shapes differ (the class head, for another class list) keep their initialisation.
     init_checkpoint: str = ""
     # Conv layers in each RetinaNet head (KerasCV's default is 3).

@@ -234,7 +234,7 @@ def test_plain_http_is_refused_unless_insecure_or_in_cluster(monkeypatch, capsys
 
 
 def test_the_error_table_names_the_errno_it_handles():
-    """ENOSPC, EROFS and EACCES each say what to do (the README's failure table)."""
+    """ENOSPC, EROFS and EACCES each say what to do (docs/data.md's failure table)."""
     for number in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EISDIR):
         problem, advice, code = cli_errors._OS_ERRORS[number]
         assert problem and advice and code in (1, 2)

@@ -105,3 +105,12 @@ def test_a_fifo_named_in_the_settings_is_refused_before_the_run(tmp_path, settin
         f"vocdet run: error: {fifo}: {setting}: is a FIFO (named pipe), not a regular file; only regular files are read"
     ]
     assert not (tmp_path / "out").exists()
+
+
+def test_freeze_schema_never_turns_an_empty_file_into_a_store(tmp_path):
+    output = tmp_path / "outputs"
+    output.mkdir()
+    (output / "metadata.sqlite").write_bytes(b"")
+    with pytest.raises(frozen_schema.FreezeError, match=r"metadata.sqlite: empty \(0 bytes\), not an ML Metadata store"):
+        frozen_schema.freeze(str(output), str(tmp_path / "schema.pbtxt"))
+    assert (output / "metadata.sqlite").read_bytes() == b"" and sorted(os.listdir(output)) == ["metadata.sqlite"]

@@ -3,7 +3,7 @@
 Training a detector from random weights on two CPU cores takes half an hour before it detects
 anything. Like mmdetection's `load_from` and ultralytics' shipped `yolov8n.pt`, training can start
 from a detector that already detects (`model.init_checkpoint`). vocdet ships one, `sample`: the
-demo preset's architecture trained on the generated sample (`make sample-weights`, README).
+demo preset's architecture trained on the generated sample (`make sample-weights`, docs/training.md).
 
 A checkpoint is a compressed `.npz`: the model's weights in Keras's order, stored as float16 (it
 only starts training), and a `metadata` entry (JSON) with the architecture and class names it was

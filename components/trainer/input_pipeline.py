@@ -15,7 +15,7 @@ augmentation, every layer told the `bounding_box_format`:
 Each example is augmented on its own and its boxes padded to `max_boxes`
 (KerasCV's dense format, class -1 for padding); a plain batch of those
 fixed-size tensors is `(images, {"boxes", "classes"})`: faster on 2 cores than
-KerasCV's layers on ragged batches (figures: bench/input_pipeline.py, README).
+KerasCV's layers on ragged batches (figures: bench/input_pipeline.py, docs/performance.md).
 Objects beyond `max_boxes` in one image are cut; the Trainer counts them from
 Transform's objects-per-image histogram and warns (see module.py).
 

@@ -62,7 +62,7 @@ def add_commands(commands) -> None:
         type=int,
         default=config_lib.DataConfig.max_image_pixels,
         help="larger images are skipped, checked from their header before decoding; so are image files too large to "
-        "hold one (see the README's Bad input), checked from their size before reading",
+        "hold one (docs/data.md, Bad input), checked from their size before reading",
     )
     predict.set_defaults(handler=_predict)
 

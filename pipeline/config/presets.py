@@ -13,7 +13,7 @@ def demo() -> PipelineConfig:
     """Sample data on a 2-core CPU in a few minutes: a small RetinaNet fine-tuned from the shipped checkpoint.
 
     The checkpoint (`model.init_checkpoint: sample`, `make sample-weights`) is this architecture
-    trained on another draw of the generated sample (README, Training); from random weights, a
+    trained on another draw of the generated sample (docs/training.md); from random weights, a
     few CPU minutes learn nothing. Colour augmentation is off: in the generated sample a class is
     first of all its hue, which RandAugment's colour operations change.
     """
@@ -31,12 +31,12 @@ def demo() -> PipelineConfig:
             batch_size_per_replica=8,
             optimizer="adam",
             # Fine-tuning: an eighth of the rate the checkpoint was trained with. At a quarter (0.002) the
-            # validation curves show 131 images overfitted from epoch 3 on (README, Training: validation).
+            # validation curves show 131 images overfitted from epoch 3 on (docs/training.md, validation).
             base_learning_rate=0.0005,
             warmup_steps=40,
             jitter_scale=[0.8, 1.25],
             rand_augment_magnitude=0.0,
-            # Validation every epoch on a tenth of train+validation (13 images, README, Training): holding
+            # Validation every epoch on a tenth of train+validation (13 images, docs/training.md): holding
             # out VOC's validation list (36 images) costs 0.03 of test mAP@0.5 here.
             validation_percent=10,
         ),

@@ -30,7 +30,7 @@ class DataConfig:
     # The data the Trainer tunes the decoder's NMS IoU and the recommended score threshold on, before
     # the export: empty means the training splits themselves (VOC's protocol: train on trainval, score
     # on test, which never tunes anything); a split of train_splits (e.g. "validation") is held out
-    # from training for it (README, Evaluation: "Honest splits").
+    # from training for it (docs/evaluation.md, "Honest splits").
     tuning_split: str = ""
     # Glob over VOC years for each side, e.g. "2007" to evaluate on VOC2007 test only.
     train_year: str = "*"

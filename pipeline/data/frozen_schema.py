@@ -15,12 +15,11 @@ import os
 
 import tensorflow as tf
 from google.protobuf import text_format
-from ml_metadata.metadata_store import metadata_store
 from tensorflow_metadata.proto.v0 import schema_pb2
-from tfx.orchestration import metadata
 
 from vocdet.components import features, safe_files
 from vocdet.pipeline import config as config_lib
+from vocdet.pipeline.operations import source as store_source
 from vocdet.components.voc_example_gen.executor import LABELS_FILE  # the class list beside the examples
 
 SCHEMA_FILE = "schema.pbtxt"  # SchemaGen's file name in its output
@@ -43,7 +42,10 @@ def freeze(output_dir: str, schema_path: str) -> tuple[str, list[str]]:
     metadata_path = config_lib.metadata_path(output_dir)
     if not os.path.exists(metadata_path):
         raise FreezeError(f"{metadata_path}: no ML Metadata store; run `vocdet run --output {output_dir}` first")
-    store = metadata_store.MetadataStore(metadata.sqlite_metadata_connection_config(metadata_path))
+    try:  # read-only checks first: ML Metadata would write its schema into an empty or foreign file
+        store, _ = store_source.open_store(output_dir)
+    except ValueError as error:
+        raise FreezeError(str(error)) from None
     inferred = [artifact for artifact in store.get_artifacts_by_type("Schema") if "SchemaGen" in artifact.uri]
     if not inferred:
         raise FreezeError(f"{output_dir}: no schema inferred by SchemaGen yet; run `vocdet run` without data.schema_file")

@@ -22,7 +22,7 @@ arguments. So:
   node selector and tolerations.
 
 TFX's KubeflowV2DagRunner is not used: its output targets Vertex AI Pipelines and does not run on
-open-source KFP (see the README).
+open-source KFP (docs/kubeflow.md).
 """
 
 from __future__ import annotations
