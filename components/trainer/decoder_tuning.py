@@ -228,13 +228,21 @@ def _decode(candidates: list[Candidates], model_config) -> list[dict]:
     for batch in candidates:
         decoded = decoder(batch.boxes, batch.logits, image_shape=(size, size, 3))
         detections = serving.in_image_pixels(decoded, batch.shapes, size, model_config.bounding_box_format)
-        for row in range(int(batch.shapes.shape[0])):
-            image_id += 1
-            count = int(detections["num_detections"][row])
-            results += coco_metrics.detections_for_image(
-                image_id,
-                detections["detection_boxes"][row, :count].numpy(),
-                detections["detection_classes"][row, :count].numpy(),
-                detections["detection_scores"][row, :count].numpy(),
-            )
+        results += coco_detections(detections, first_image_id=image_id + 1)
+        image_id += int(batch.shapes.shape[0])
+    return results
+
+
+def coco_detections(detections: dict, first_image_id: int) -> list[dict]:
+    """COCO results of a batch of serving-mapped detections (`serving.in_image_pixels`), its images numbered from
+    `first_image_id` in order."""
+    results = []
+    for row in range(int(detections["num_detections"].shape[0])):
+        count = int(detections["num_detections"][row])
+        results += coco_metrics.detections_for_image(
+            first_image_id + row,
+            detections["detection_boxes"][row, :count].numpy(),
+            detections["detection_classes"][row, :count].numpy(),
+            detections["detection_scores"][row, :count].numpy(),
+        )
     return results

@@ -150,15 +150,8 @@ class Evaluation:
             # Keras' evaluate: the mean of the batches' losses, weighted by their sizes.
             sums["box_loss"] += float(box_loss) * count
             sums["classification_loss"] += float(classification_loss) * count
-            for row in range(count):
-                image_id += 1
-                kept = int(found["num_detections"][row])
-                detections += coco_metrics.detections_for_image(
-                    image_id,
-                    found["detection_boxes"][row, :kept].numpy(),
-                    found["detection_classes"][row, :kept].numpy(),
-                    found["detection_scores"][row, :kept].numpy(),
-                )
+            detections += decoder_tuning.coco_detections(found, first_image_id=image_id + 1)
+            image_id += count
         values = {name: total / max(validation_set.images, 1) for name, total in sums.items()}
         regularization = sum(float(loss) for loss in self.model.losses) if self.model.losses else 0.0
         values["loss"] = values["box_loss"] + values["classification_loss"] + regularization
