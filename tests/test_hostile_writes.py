@@ -10,7 +10,7 @@ from PIL import Image
 
 from vocdet.pipeline import cli
 from vocdet.pipeline.data import frozen_schema
-from vocdet.pipeline.tools import output_folder
+from vocdet.pipeline.tools import claimed_folder
 
 VOCDET = os.path.join(os.path.dirname(sys.executable), "vocdet")
 
@@ -62,7 +62,7 @@ def test_evaluate_writes_only_into_a_folder_of_its_own(tmp_path, capsys):
     ours = tmp_path / "evaluation"
     assert cli.main(["evaluate", "--gt", gt, "--dt", dt, "--out", str(ours)]) == 0
     assert cli.main(["evaluate", "--gt", gt, "--dt", dt, "--out", str(ours)]) == 0  # its own folder, again
-    assert (ours / output_folder.MARK_FILE).read_text() == "vocdet evaluate\n"
+    assert (ours / claimed_folder.MARK_FILE).read_text() == "vocdet evaluate\n"
 
 
 def test_predict_never_writes_beside_its_inputs(tmp_path, capsys):

@@ -142,11 +142,11 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _claim(folder: str, tool: str, inputs: list[str]) -> None:
-    from vocdet.pipeline.tools import output_folder
+    from vocdet.pipeline.tools import claimed_folder
 
     try:
-        output_folder.claim(folder, tool, "--out", inputs)
-    except output_folder.FolderNotOurs as error:
+        claimed_folder.claim(folder, tool, "--out", inputs)
+    except claimed_folder.FolderNotOurs as error:
         raise UsageError(str(error)) from None
 
 
