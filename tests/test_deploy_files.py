@@ -67,8 +67,8 @@ def test_dockerfile_base_matches_this_python_is_pinned_by_digest_and_installs_th
 
 
 def test_the_lock_carries_hashes_and_setup_requires_them():
-    """Every pin of the lock (pip, setuptools and wheel included) and of the CUDA pins has its files' sha256."""
-    for parts in (("requirements.lock",), ("docker", "requirements-gpu.txt")):
+    """Every pin of the lock (pip, setuptools and wheel included), the CUDA pins and the docs lock has its files' sha256."""
+    for parts in (("requirements.lock",), ("docker", "requirements-gpu.txt"), ("docs", "requirements.lock")):
         pins = lock_entries(*parts)
         assert pins and all(hashes for _, hashes in pins.values()), [name for name, (_, h) in pins.items() if not h]
     lock = lock_entries("requirements.lock")
@@ -76,7 +76,7 @@ def test_the_lock_carries_hashes_and_setup_requires_them():
     makefile = read_repo_file("Makefile")
     setup = makefile.split("$(STAMP):", 1)[1].split("\n\n", 1)[0]
     installs = [line for line in setup.splitlines() if "pip install" in line]
-    assert len(installs) == 3
+    assert len(installs) == 4  # pip, setuptools and wheel; the lock; the project (editable); the docs lock
     assert all("--require-hashes" in line for line in installs if "-e ." not in line)
     assert "--hash" in makefile.split("define HASH_LOCK", 1)[1]
 
